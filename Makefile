@@ -1,0 +1,53 @@
+# make run   - set up on first use, then run the daemon in the foreground
+# make test  - set up on first use, then lint and run the whole test suite
+# make bench - speed, accuracy and memory against peers (see bench/README.md)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UNAME  := $(shell uname -s)
+# MLX's CPU wheel bundles a slow reference BLAS; preload OpenBLAS for in-process runs (tests).
+BLAS    = $(shell $(BIN)/python -c 'from watcherd.blas import find_openblas; print(find_openblas() or "")')
+
+.PHONY: setup run test lint bench clean system-deps
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+ifeq ($(UNAME),Linux)
+	# mlx-whisper depends on torch (for conversion only). Pin the CPU build so pip does not
+	# pull several GB of CUDA packages.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+endif
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/watcherd prepare
+	touch $(STAMP)
+
+# OpenBLAS for MLX on Linux (root or passwordless sudo installs it; otherwise say so).
+system-deps:
+ifeq ($(UNAME),Linux)
+	@if ! ls /usr/lib/*/libopenblas.so.0 /usr/lib/*/openblas-pthread/libopenblas.so.0 2>/dev/null | grep -q .; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo"; \
+		else echo "WARNING: install libopenblas0-pthread for ~40x faster MLX on CPU"; exit 0; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libopenblas0-pthread; \
+	fi
+endif
+
+run: setup
+	$(BIN)/watcherd run
+
+lint: setup
+	$(BIN)/ruff check watcherd tests bench
+
+test: setup lint
+	LD_PRELOAD="$(BLAS)" $(BIN)/pytest
+
+bench: setup
+	LD_PRELOAD="$(BLAS)" $(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
