@@ -1,0 +1,66 @@
+"""The transcription engine: audio file in, `Transcript` out. Knows nothing of SQLite."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from watcherd.engine import audio, models, standard
+from watcherd.engine.audio import AudioError
+from watcherd.engine.models import LoadedModel, ModelError
+from watcherd.engine.options import DecodeOptions
+from watcherd.engine.transcript import Segment, Transcript, Word
+
+__all__ = [
+    "AudioError",
+    "DecodeOptions",
+    "Engine",
+    "LoadedModel",
+    "ModelError",
+    "Segment",
+    "Transcript",
+    "Word",
+]
+
+BACKENDS = ("standard",)
+
+
+class Engine:
+    """Transcribes files with one cached model; cheap to create, the model loads once."""
+
+    def __init__(self, model: str, cache_dir: Path, dtype: str = "auto", backend: str = "standard"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.model_name = model
+        self.cache_dir = Path(cache_dir)
+        self.dtype = models.dtype_from_name(dtype)
+        self.backend = backend
+
+    def load(self) -> LoadedModel:
+        return models.get(self.model_name, self.cache_dir, self.dtype)
+
+    def transcribe(
+        self,
+        path: Path | str,
+        options: DecodeOptions | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> Transcript:
+        """Transcribe one file. Raises AudioError for input that cannot be decoded."""
+        options = options or DecodeOptions()
+        loaded = self.load()
+        if not loaded.multilingual and options.language not in (None, "en"):
+            raise ModelError(f"model {self.model_name!r} is English-only; language must be 'en'")
+        started = time.perf_counter()
+        samples = audio.load_audio(path)
+        segments, language = standard.transcribe(loaded, samples, options, progress)
+        return Transcript(
+            source=str(path),
+            segments=tuple(segments),
+            language=language,
+            model=self.model_name,
+            audio_seconds=round(samples.size / audio.SAMPLE_RATE, 3),
+            processing_seconds=round(time.perf_counter() - started, 3),
+            task=options.task,
+            backend=self.backend,
+        )

@@ -1,0 +1,49 @@
+"""The engine's result: plain values, free of MLX, that the output writers turn into files."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+
+@dataclass(frozen=True)
+class Transcript:
+    source: str
+    segments: tuple[Segment, ...]
+    language: str
+    model: str
+    audio_seconds: float
+    processing_seconds: float
+    task: str = "transcribe"
+    backend: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.processing_seconds if self.processing_seconds else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["text"] = self.text
+        return data
