@@ -1,0 +1,160 @@
+"""Settings: a TOML file plus WATCHERD_* environment variables, validated by pydantic.
+
+Precedence: environment, then the file, then the defaults below. Every default is
+documented in config.example.toml; `tests/test_config.py` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+import tomllib
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+APP = "watcherd"
+ENV_PREFIX = "WATCHERD_"
+MEDIA_EXTENSIONS = [
+    "aac", "aif", "aiff", "amr", "caf", "flac", "m4a", "m4b", "mka", "mp2", "mp3", "oga",
+    "ogg", "opus", "wav", "wma", "weba", "3gp", "avi", "m4v", "mkv", "mov", "mp4", "mpeg",
+    "mpg", "ts", "webm", "wmv",
+]  # fmt: skip
+FORMATS = ("txt", "srt", "vtt", "json")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the key, value and source."""
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / APP / "config.toml"
+
+
+def _data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # Watching
+    inboxes: list[Path] = Field(default_factory=lambda: [Path("~/Transcribe/inbox")])
+    recursive: bool = False
+    quiet_seconds: float = Field(3.0, ge=0)
+    scan_interval_seconds: float = Field(300.0, gt=0)
+    media_extensions: list[str] = Field(default_factory=lambda: list(MEDIA_EXTENSIONS))
+
+    # Queue
+    database: Path = Field(default_factory=lambda: _data_dir() / "jobs.db")
+    max_attempts: int = Field(3, ge=1)
+    retry_backoff_seconds: float = Field(30.0, ge=0)
+
+    # Engine
+    model: str = "tiny.en"
+    backend: Literal["standard"] = "standard"
+    dtype: Literal["auto", "float32", "float16"] = "auto"
+    language: str | None = None
+    task: Literal["transcribe", "translate"] = "transcribe"
+    initial_prompt: str | None = None
+    word_timestamps: bool = False
+    model_cache_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir(APP, appauthor=False)) / "models"
+    )
+
+    # Outputs
+    formats: list[Literal["txt", "srt", "vtt", "json"]] = Field(
+        default_factory=lambda: list(FORMATS)
+    )
+
+    # Logs
+    log_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_log_dir(APP, appauthor=False))
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_max_bytes: int = Field(5_000_000, gt=0)
+    log_backups: int = Field(3, ge=0)
+
+    @field_validator("inboxes", "database", "model_cache_dir", "log_dir", mode="after")
+    @classmethod
+    def _expand(cls, value):
+        if isinstance(value, list):
+            return [Path(os.path.expanduser(p)).absolute() for p in value]
+        return Path(os.path.expanduser(value)).absolute()
+
+    @field_validator("media_extensions", mode="after")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str]) -> list[str]:
+        return sorted({e.lower().lstrip(".") for e in value if e.strip(". ")})
+
+    @field_validator("inboxes", mode="after")
+    @classmethod
+    def _at_least_one_inbox(cls, value: list[Path]) -> list[Path]:
+        if not value:
+            raise ValueError("at least one inbox is needed")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; the environment overrides them.
+        return (env_settings, init_settings)
+
+
+def config_path(explicit: Path | str | None = None) -> Path:
+    """--config, else $WATCHERD_CONFIG, else the per-user default."""
+    chosen = explicit or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    return Path(chosen).expanduser() if chosen else default_config_path()
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read and validate the settings; raise ConfigError naming what is wrong and where."""
+    file = config_path(path)
+    explicit = path is not None or f"{ENV_PREFIX}CONFIG" in os.environ
+    values: dict = {}
+    if file.exists():
+        try:
+            values = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
+    elif explicit:
+        raise ConfigError(f"{file}: config file not found")
+    unknown = sorted(
+        k
+        for k in os.environ
+        if k.startswith(ENV_PREFIX)
+        and k[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+        and k != f"{ENV_PREFIX}CONFIG"
+    )
+    if unknown:
+        raise ConfigError(f"environment: unknown setting(s) {', '.join(unknown)}")
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, file, values)) from None
+
+
+def _explain(exc: ValidationError, file: Path, values: dict) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "?"
+        top = str(error["loc"][0]) if error["loc"] else ""
+        env_name = f"{ENV_PREFIX}{top.upper()}"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{file}: unknown key {key!r}")
+            continue
+        source = f"environment variable {env_name}" if env_name in os.environ else str(file)
+        value = os.environ.get(env_name, values.get(top, error.get("input")))
+        lines.append(f"{source}: invalid value {value!r} for {key!r}: {error['msg']}")
+    return "\n".join(lines)
