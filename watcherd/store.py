@@ -1,0 +1,375 @@
+"""The job queue: one SQLite file in WAL mode, accessed through sqlite-utils.
+
+One row per (file, content): the same bytes at the same path are transcribed once; a
+changed file at the same path gets a new row. Jobs move through the states
+
+    queued ──claim──▶ running ──▶ done
+      ▲                  ├──▶ queued (error, attempts left, after a backoff)
+      │                  └──▶ failed (error, no attempts left)
+      └── recover() at start, for rows a crash left running      any ──cancel──▶ cancelled
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def path_key(path: Path | str) -> str:
+    """The identity of a path. macOS file systems ignore case and Unicode normalisation
+    by default, and FSEvents reports either form, so fold both there; elsewhere
+    different bytes are different files."""
+    text = os.path.abspath(str(path))
+    if sys.platform == "darwin":
+        return unicodedata.normalize("NFC", text).casefold()
+    return text
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    path: str
+    state: str
+    size: int
+    sha256: str
+    attempts: int
+    created_at: float
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    audio_seconds: float | None = None
+    processing_seconds: float | None = None
+    progress: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    model: str | None = None
+    language: str | None = None
+    inbox: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict) -> Job:
+        names = cls.__dataclass_fields__
+        values = {k: v for k, v in row.items() if k in names}
+        values["outputs"] = json.loads(row.get("outputs") or "[]")
+        return cls(**values)
+
+    @property
+    def speed(self) -> float | None:
+        """× realtime: audio seconds per processing second."""
+        if self.audio_seconds and self.processing_seconds:
+            return self.audio_seconds / self.processing_seconds
+        return None
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            path TEXT NOT NULL,
+            path_key TEXT NOT NULL,
+            inbox TEXT,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued'
+                CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            not_before REAL NOT NULL DEFAULT 0,
+            audio_seconds REAL,
+            processing_seconds REAL,
+            progress REAL NOT NULL DEFAULT 0,
+            outputs TEXT NOT NULL DEFAULT '[]',
+            model TEXT,
+            language TEXT,
+            worker_pid INTEGER,
+            UNIQUE (path_key, sha256)
+        )
+        """
+    )
+    db.execute("CREATE INDEX jobs_claim ON jobs (state, not_before, id)")
+    db.execute("CREATE INDEX jobs_stat ON jobs (path_key, size, mtime_ns)")
+
+
+# Append only: each step runs once, in order, and bumps PRAGMA user_version.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+
+
+class Store:
+    """Thread-safe access to the jobs table through one connection."""
+
+    def __init__(self, path: Path | str, *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                check_same_thread=False,
+            )
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
+            )
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+        if not readonly:
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    # --- schema ------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")  # one migrator at a time
+            try:
+                version = self.schema_version
+                for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                    step(self.db)
+                    self.db.execute(f"PRAGMA user_version = {number}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    # --- enqueue -------------------------------------------------------------------
+
+    def is_known(self, path: Path | str, size: int, mtime_ns: int) -> bool:
+        """True when this exact file (path, size, mtime) already has a job: no need to hash."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT 1 FROM jobs WHERE path_key = ? AND size = ? AND mtime_ns = ? LIMIT 1",
+                [path_key(path), size, mtime_ns],
+            ).fetchone()
+        return row is not None
+
+    def enqueue(
+        self, path: Path | str, *, size: int, mtime_ns: int, sha256: str, inbox: str | None = None
+    ) -> tuple[Job, bool]:
+        """Queue a file once per content; returns (job, created)."""
+        key = path_key(path)
+        with self._lock:
+            rows = list(
+                self.db.query(
+                    """
+                INSERT INTO jobs (path, path_key, inbox, size, mtime_ns, sha256, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (path_key, sha256) DO NOTHING
+                RETURNING *
+                """,
+                    [str(path), key, inbox, size, mtime_ns, sha256, time.time()],
+                )
+            )
+            if rows:
+                return Job.from_row(rows[0]), True
+            # Same content seen before: remember the new stat so scans skip hashing it.
+            self.db.execute(
+                "UPDATE jobs SET size = ?, mtime_ns = ? WHERE path_key = ? AND sha256 = ?",
+                [size, mtime_ns, key, sha256],
+            )
+            row = self._one("SELECT * FROM jobs WHERE path_key = ? AND sha256 = ?", [key, sha256])
+            return row, False
+
+    # --- the worker's side ---------------------------------------------------------
+
+    def claim(self, pid: int | None = None) -> Job | None:
+        """Atomically take the oldest due queued job and mark it running."""
+        now = time.time()
+        with self._lock:
+            rows = list(
+                self.db.query(
+                    """
+                UPDATE jobs
+                SET state = 'running', attempts = attempts + 1, started_at = ?,
+                    progress = 0, worker_pid = ?
+                WHERE id = (
+                    SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?
+                    ORDER BY not_before, id LIMIT 1
+                )
+                RETURNING *
+                """,
+                    [now, pid or os.getpid(), now],
+                )
+            )
+        return Job.from_row(rows[0]) if rows else None
+
+    def set_progress(self, job_id: int, progress: float) -> bool:
+        """Record progress (0-100); False when the job is no longer running (cancelled)."""
+        with self._lock:
+            cursor = self.db.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
+                [round(progress, 1), job_id],
+            )
+        return cursor.rowcount == 1
+
+    def finish(
+        self,
+        job_id: int,
+        *,
+        outputs: list[str],
+        audio_seconds: float,
+        processing_seconds: float,
+        model: str,
+        language: str,
+    ) -> bool:
+        with self._lock:
+            cursor = self.db.execute(
+                """
+                UPDATE jobs SET state = 'done', progress = 100, error = NULL, finished_at = ?,
+                    outputs = ?, audio_seconds = ?, processing_seconds = ?, model = ?,
+                    language = ?
+                WHERE id = ? AND state = 'running'
+                """,
+                [
+                    time.time(),
+                    json.dumps(outputs),
+                    audio_seconds,
+                    processing_seconds,
+                    model,
+                    language,
+                    job_id,
+                ],
+            )
+        return cursor.rowcount == 1
+
+    def fail(self, job_id: int, error: str, *, retry_after: float | None = None) -> str:
+        """Record an error; requeue after `retry_after` seconds, or end failed.
+        Returns the new state."""
+        state = "queued" if retry_after is not None else "failed"
+        with self._lock:
+            self.db.execute(
+                """
+                UPDATE jobs SET state = ?, error = ?, finished_at = ?, not_before = ?
+                WHERE id = ? AND state = 'running'
+                """,
+                [
+                    state,
+                    error,
+                    None if retry_after is not None else time.time(),
+                    time.time() + (retry_after or 0),
+                    job_id,
+                ],
+            )
+        return state
+
+    def requeue(self, job_id: int) -> None:
+        """Put an interrupted job back without counting the attempt (clean shutdown)."""
+        with self._lock:
+            self.db.execute(
+                """
+                UPDATE jobs SET state = 'queued', progress = 0, started_at = NULL,
+                    attempts = MAX(attempts - 1, 0)
+                WHERE id = ? AND state = 'running'
+                """,
+                [job_id],
+            )
+
+    def recover(self, max_attempts: int) -> tuple[int, int]:
+        """At start: jobs a crash left running go back to queued, or fail once they have
+        used every attempt (a file that crashes the daemon must not loop forever)."""
+        with self._lock:
+            failed = self.db.execute(
+                """
+                UPDATE jobs SET state = 'failed', finished_at = ?,
+                    error = path || ': interrupted ' || attempts || ' times (the daemon stopped '
+                        || 'or crashed while transcribing it)'
+                WHERE state = 'running' AND attempts >= ?
+                """,
+                [time.time(), max_attempts],
+            ).rowcount
+            requeued = self.db.execute(
+                "UPDATE jobs SET state = 'queued', progress = 0 WHERE state = 'running'"
+            ).rowcount
+        return requeued, failed
+
+    # --- the user's side -------------------------------------------------------------
+
+    def retry(self, job_id: int) -> Job:
+        with self._lock:
+            self.db.execute(
+                """
+                UPDATE jobs SET state = 'queued', error = NULL, attempts = 0, progress = 0,
+                    not_before = 0, finished_at = NULL
+                WHERE id = ? AND state IN ('failed', 'cancelled', 'done')
+                """,
+                [job_id],
+            )
+            return self.get(job_id)
+
+    def cancel(self, job_id: int) -> Job:
+        with self._lock:
+            self.db.execute(
+                """
+                UPDATE jobs SET state = 'cancelled', finished_at = ?
+                WHERE id = ? AND state IN ('queued', 'running')
+                """,
+                [time.time(), job_id],
+            )
+            return self.get(job_id)
+
+    # --- queries ---------------------------------------------------------------------
+
+    def _one(self, sql: str, params: list) -> Job:
+        rows = list(self.db.query(sql, params))
+        if not rows:
+            raise KeyError(params[0])
+        return Job.from_row(rows[0])
+
+    def get(self, job_id: int) -> Job:
+        with self._lock:
+            return self._one("SELECT * FROM jobs WHERE id = ?", [job_id])
+
+    def jobs(self, limit: int | None = None, state: str | None = None) -> list[Job]:
+        sql = "SELECT * FROM jobs"
+        params: list = []
+        if state:
+            sql += " WHERE state = ?"
+            params.append(state)
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            return [Job.from_row(r) for r in self.db.query(sql, params)]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {state: 0 for state in STATES} | dict(rows)
+
+    def output_owner(self, output: Path | str) -> str | None:
+        """The source path of the job that wrote this output file, if any."""
+        with self._lock:
+            row = self.db.execute(
+                """
+                SELECT jobs.path_key FROM jobs, json_each(jobs.outputs)
+                WHERE json_each.value = ? ORDER BY jobs.id DESC LIMIT 1
+                """,
+                [str(output)],
+            ).fetchone()
+        return row[0] if row else None
