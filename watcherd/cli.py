@@ -1,0 +1,341 @@
+"""The `watcherd` command: a thin layer over the modules. Exit codes: 0 ok, 1 failure,
+2 usage error, 75 already running, 78 bad configuration (sysexits.h)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from watcherd import __version__, log
+from watcherd.config import ConfigError, Settings, load_settings
+from watcherd.store import STATES
+
+EX_FAILURE = 1
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        click.echo(f"watcherd: bad configuration: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+
+
+config_option = click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Settings file (TOML). Default: $WATCHERD_CONFIG or ~/.config/watcherd/config.toml.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="watcherd")
+def cli() -> None:
+    """Drop audio or video into an inbox folder; get transcripts beside each file."""
+
+
+@cli.command()
+@config_option
+def run(config: Path | None) -> None:
+    """Run the daemon in the foreground (launchd and systemd start it this way)."""
+    from watcherd.daemon import AlreadyRunning, Daemon
+    from watcherd.engine import ModelError
+
+    settings = _settings(config)
+    log.configure(
+        settings.log_level, settings.log_dir, settings.log_max_bytes, settings.log_backups
+    )
+    try:
+        code = Daemon(settings).run()
+    except AlreadyRunning as exc:
+        click.echo(f"watcherd: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    except ModelError as exc:
+        click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+    sys.exit(code)
+
+
+def _job_dict(job) -> dict:
+    return {
+        "id": job.id,
+        "path": job.path,
+        "state": job.state,
+        "error": job.error,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "audio_seconds": job.audio_seconds,
+        "processing_seconds": job.processing_seconds,
+        "speed": round(job.speed, 2) if job.speed else None,
+        "outputs": job.outputs,
+        "model": job.model,
+        "language": job.language,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def _open_store(settings: Settings):
+    from watcherd.store import Store
+
+    return Store(settings.database)
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@click.option("--limit", default=20, show_default=True, help="How many recent jobs to list.")
+def status(config: Path | None, as_json: bool, limit: int) -> None:
+    """Show the queue: counts per state, the running job, the latest jobs."""
+    from watcherd.daemon import running_daemon
+
+    settings = _settings(config)
+    daemon = running_daemon(settings)
+    if not settings.database.exists():
+        counts, jobs, running = dict.fromkeys(STATES, 0), [], []
+    else:
+        store = _open_store(settings)
+        try:
+            counts, jobs = store.counts(), store.jobs(limit=limit)
+            running = store.jobs(state="running")
+        finally:
+            store.close()
+    if as_json:
+        payload = {
+            "daemon": _daemon_dict(daemon),
+            "database": str(settings.database),
+            "counts": counts,
+            "jobs": [_job_dict(j) for j in jobs],
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False))
+        return
+    click.echo(_daemon_line(daemon))
+    click.echo("queue: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "empty"))
+    for job in running:
+        click.echo(f"running: #{job.id} {job.path} {job.progress:.0f}%")
+    if jobs:
+        click.echo("")
+        click.echo(_table(jobs))
+
+
+def _daemon_dict(info: dict | None) -> dict:
+    if not info:
+        return {"running": False}
+    started = info.get("started_at")
+    return {
+        "running": True,
+        **info,
+        "uptime_seconds": round(time.time() - started, 1) if started else None,
+    }
+
+
+def _daemon_line(info: dict | None) -> str:
+    if not info:
+        return "daemon: not running"
+    d = _daemon_dict(info)
+    uptime = d.get("uptime_seconds") or 0
+    return (
+        f"daemon: running (pid {d.get('pid')}, up {_duration(uptime)}, model {d.get('model')}, "
+        f"backend {d.get('backend')}, BLAS {d.get('blas')})"
+    )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _table(jobs) -> str:
+    header = ("ID", "STATE", "AUDIO", "SPEED", "FILE / ERROR")
+    rows = []
+    for job in jobs:
+        speed = f"{job.speed:.1f}x" if job.speed else "-"
+        state = f"{job.state} {job.progress:.0f}%" if job.state == "running" else job.state
+        detail = job.path + (f"\n{'':>6}  ↳ {job.error}" if job.error else "")
+        rows.append((str(job.id), state, _duration(job.audio_seconds), speed, detail))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  " + header[4]]
+    for row in rows:
+        lines.append(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4]
+        )
+    return "\n".join(lines)
+
+
+@cli.command()
+@config_option
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Queue again even if this content was transcribed.")
+def add(config: Path | None, paths: tuple[Path, ...], force: bool) -> None:
+    """Queue files by hand (the daemon picks them up)."""
+    from watcherd.watcher import content_hash
+
+    settings = _settings(config)
+    store = _open_store(settings)
+    failures = 0
+    try:
+        for path in paths:
+            path = path.absolute()
+            if not path.is_file():
+                click.echo(f"{path}: not a file", err=True)
+                failures += 1
+                continue
+            st = path.stat()
+            try:
+                digest = content_hash(path)
+            except OSError as exc:
+                click.echo(f"{path}: cannot read: {exc.strerror}", err=True)
+                failures += 1
+                continue
+            job, created = store.enqueue(
+                path, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest
+            )
+            if created:
+                click.echo(f"queued #{job.id} {path}")
+            elif force or job.state in ("failed", "cancelled"):
+                job = store.retry(job.id)
+                click.echo(f"queued again #{job.id} {path}")
+            else:
+                click.echo(f"already {job.state} #{job.id} {path} (use --force to redo)")
+    finally:
+        store.close()
+    sys.exit(EX_FAILURE if failures else 0)
+
+
+def _change_job(config: Path | None, job_id: int, action: str) -> None:
+    settings = _settings(config)
+    store = _open_store(settings)
+    try:
+        job = store.get(job_id)
+        job = getattr(store, action)(job_id)
+    except KeyError:
+        click.echo(f"watcherd: no job #{job_id}", err=True)
+        sys.exit(EX_FAILURE)
+    finally:
+        store.close()
+    click.echo(f"#{job.id} {job.state} {job.path}")
+
+
+@cli.command()
+@config_option
+@click.argument("job_id", type=int)
+def retry(config: Path | None, job_id: int) -> None:
+    """Queue a failed, cancelled or done job again."""
+    _change_job(config, job_id, "retry")
+
+
+@cli.command()
+@config_option
+@click.argument("job_id", type=int)
+def cancel(config: Path | None, job_id: int) -> None:
+    """Cancel a queued or running job."""
+    _change_job(config, job_id, "cancel")
+
+
+@cli.command()
+@config_option
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write transcripts here instead of beside each file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
+def transcribe(
+    config: Path | None, paths: tuple[Path, ...], output_dir: Path | None, as_json: bool
+) -> None:
+    """Transcribe files now, without the daemon, loading the model once."""
+    from watcherd import outputs
+    from watcherd.engine import AudioError, Engine, ModelError
+    from watcherd.worker import decode_options
+
+    settings = _settings(config)
+    log.configure(settings.log_level if not as_json else "warning")
+    engine = Engine(settings.model, settings.model_cache_dir, settings.dtype, settings.backend)
+    try:
+        engine.load()
+    except ModelError as exc:
+        click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+    if output_dir:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in paths:
+        try:
+            transcript = engine.transcribe(path, decode_options(settings))
+            planned = outputs.plan(
+                path.absolute(),
+                settings.formats,
+                output_dir=output_dir,
+                media_extensions=settings.media_extensions,
+            )
+            written = outputs.write(transcript, planned)
+        except (AudioError, OSError) as exc:
+            click.echo(f"watcherd: {exc}", err=True)
+            failures += 1
+            continue
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "path": str(path),
+                        "text": transcript.text,
+                        "language": transcript.language,
+                        "audio_seconds": transcript.audio_seconds,
+                        "processing_seconds": transcript.processing_seconds,
+                        "outputs": written,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            click.echo(
+                f"{path}: {transcript.audio_seconds:.1f}s of audio in "
+                f"{transcript.processing_seconds:.1f}s -> {', '.join(written)}"
+            )
+    sys.exit(EX_FAILURE if failures else 0)
+
+
+@cli.command()
+@config_option
+def prepare(config: Path | None) -> None:
+    """Convert and cache the configured model now (setup runs this once)."""
+    from watcherd.engine import Engine, ModelError
+
+    settings = _settings(config)
+    try:
+        loaded = Engine(settings.model, settings.model_cache_dir, settings.dtype).load()
+    except ModelError as exc:
+        click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+    click.echo(f"model {settings.model}: {loaded.path} ({loaded.dtype})")
+
+
+NEEDS_MLX = {"run", "transcribe", "prepare"}
+
+
+def main() -> None:
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command in NEEDS_MLX:
+        from watcherd.blas import ensure_fast_blas
+
+        ensure_fast_blas(sys.argv)
+    cli(prog_name="watcherd")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The one sequential worker: claim a job, transcribe it, write outputs, record the outcome.
+
+It runs on its own thread inside the daemon and keeps the engine (and so the model)
+loaded between jobs. Errors end in the job's row, never in the worker: bad input fails
+that job with a message naming the file and the cause, and the next job runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from watcherd import log, outputs
+from watcherd.config import Settings
+from watcherd.engine import AudioError, DecodeOptions, Engine, ModelError, Transcript
+from watcherd.store import Job, Store, path_key
+
+PROGRESS_INTERVAL_SECONDS = 1.0
+IDLE_POLL_SECONDS = 2.0  # jobs may also arrive from other processes (`watcherd add`)
+
+
+class JobStopped(Exception):
+    """The job must stop now: cancelled by the user, or the daemon is shutting down."""
+
+
+def decode_options(settings: Settings) -> DecodeOptions:
+    return DecodeOptions(
+        language=settings.language,
+        task=settings.task,
+        initial_prompt=settings.initial_prompt,
+        word_timestamps=settings.word_timestamps,
+    )
+
+
+class Worker:
+    def __init__(self, settings: Settings, store: Store, engine: Engine):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.log = log.get()
+        self.current: Job | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="watcherd-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the worker to stop; a running job is put back in the queue. True once stopped."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            job = self.store.claim()
+            if job is None:
+                self._wake.wait(IDLE_POLL_SECONDS)
+                self._wake.clear()
+                continue
+            self.process(job)
+
+    def process(self, job: Job) -> None:
+        joblog = self.log.bind(job_id=job.id, path=job.path)
+        joblog.info("job_started", attempt=job.attempts)
+        self.current = job
+        try:
+            transcript = self.engine.transcribe(
+                job.path, decode_options(self.settings), self._progress_reporter(job)
+            )
+            written = self._write(job, transcript)
+        except JobStopped:
+            if self._stop.is_set():
+                self.store.requeue(job.id)
+                joblog.info("job_requeued", reason="shutdown")
+            else:
+                joblog.info("job_cancelled")
+            return
+        except AudioError as exc:
+            self._fail(job, str(exc), transient=False, joblog=joblog)
+            return
+        except ModelError as exc:
+            self._fail(job, f"{job.path}: model error: {exc}", transient=False, joblog=joblog)
+            return
+        except OSError as exc:  # writing outputs: disk full, permissions, ...
+            reason = f"{job.path}: cannot write transcripts: {exc.strerror or exc}"
+            if exc.filename:
+                reason += f" ({exc.filename})"
+            self._fail(job, reason, transient=True, joblog=joblog)
+            return
+        except Exception as exc:  # a bug or an engine failure: record it, keep the daemon
+            joblog.exception("job_crashed")
+            self._fail(job, f"{job.path}: unexpected error: {exc!r}", transient=True, joblog=joblog)
+            return
+        finally:
+            self.current = None
+        self.store.finish(
+            job.id,
+            outputs=written,
+            audio_seconds=transcript.audio_seconds,
+            processing_seconds=transcript.processing_seconds,
+            model=transcript.model,
+            language=transcript.language,
+        )
+        joblog.info(
+            "job_done",
+            audio_seconds=transcript.audio_seconds,
+            processing_seconds=transcript.processing_seconds,
+            speed=round(transcript.realtime_factor, 1),
+            segments=len(transcript.segments),
+        )
+
+    def _write(self, job: Job, transcript: Transcript) -> list[str]:
+        source = Path(job.path)
+        key = path_key(source)
+        paths = outputs.plan(
+            source,
+            self.settings.formats,
+            media_extensions=self.settings.media_extensions,
+            may_replace=lambda p: self.store.output_owner(p) == key,
+        )
+        return outputs.write(transcript, paths)
+
+    def _fail(self, job: Job, reason: str, *, transient: bool, joblog) -> None:
+        retry_after = None
+        if transient and job.attempts < self.settings.max_attempts:
+            retry_after = self.settings.retry_backoff_seconds * 2 ** (job.attempts - 1)
+        state = self.store.fail(job.id, reason, retry_after=retry_after)
+        joblog.error("job_failed", error=reason, state=state, retry_in=retry_after)
+
+    def _progress_reporter(self, job: Job):
+        last = 0.0
+
+        def report(fraction: float) -> None:
+            nonlocal last
+            if self._stop.is_set():
+                raise JobStopped()
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL_SECONDS or fraction >= 1.0:
+                last = now
+                if not self.store.set_progress(job.id, 100.0 * fraction):
+                    raise JobStopped()  # cancelled
+
+        return report
