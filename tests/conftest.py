@@ -1,0 +1,65 @@
+"""Shared fixtures: real audio from ../shared/audio, a real model, real temp folders."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+AUDIO = ROOT.parent / "shared" / "audio"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not AUDIO.is_dir():
+        raise pytest.UsageError(f"the test audio is missing: {AUDIO} (clone beside ../shared)")
+
+
+@pytest.fixture(scope="session")
+def audio_dir() -> Path:
+    return AUDIO
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict[str, dict]:
+    with (AUDIO / "MANIFEST.tsv").open(encoding="utf-8") as f:
+        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return {row["file"]: row for row in rows}
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One model cache for the session: the tiny.en conversion happens once."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def engine(model_cache):
+    from watcherd.engine import Engine
+
+    engine = Engine("tiny.en", model_cache)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    """Fail a test that leaves threads running (as watchdog's own suite does)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"threads leaked: {[t.name for t in leaked]}")
+
+
+@pytest.fixture
+def config_file(tmp_path, model_cache) -> Path:
+    return write_config(tmp_path, model_cache)

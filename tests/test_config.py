@@ -1,0 +1,109 @@
+"""Settings: TOML plus WATCHERD_* variables, and errors that name the key, value and file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from watcherd.config import ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for key in list(__import__("os").environ):
+        if key.startswith("WATCHERD_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+
+
+def test_defaults_without_a_file(tmp_path):
+    settings = load_settings()
+    assert settings.inboxes == [tmp_path / "home" / "Transcribe" / "inbox"]
+    assert settings.model == "tiny.en"
+    assert settings.formats == ["txt", "srt", "vtt", "json"]
+    assert not settings.database.is_relative_to(settings.inboxes[0])
+
+
+def test_file_values_are_read_and_paths_expanded(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('inboxes = ["~/a", "/b"]\nrecursive = true\nformats = ["txt"]\n')
+    settings = load_settings(config)
+    assert settings.inboxes == [tmp_path / "home" / "a", Path("/b")]
+    assert settings.recursive and settings.formats == ["txt"]
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text("quiet_seconds = 9\n")
+    monkeypatch.setenv("WATCHERD_QUIET_SECONDS", "1.5")
+    assert load_settings(config).quiet_seconds == 1.5
+
+
+def test_default_file_location_is_used(tmp_path):
+    default = tmp_path / "home" / ".config" / "watcherd" / "config.toml"
+    default.parent.mkdir(parents=True)
+    default.write_text('model = "base"\n')
+    assert load_settings().model == "base"
+
+
+def test_unknown_key_names_the_key_and_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("quiet_secs = 3\n")
+    with pytest.raises(ConfigError, match=rf"{config}: unknown key 'quiet_secs'"):
+        load_settings(config)
+
+
+def test_wrong_value_names_key_value_and_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('formats = ["txt", "docx"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    message = str(info.value)
+    assert str(config) in message and "formats" in message and "docx" in message
+
+
+def test_wrong_environment_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("WATCHERD_MAX_ATTEMPTS", "zero")
+    with pytest.raises(ConfigError, match="WATCHERD_MAX_ATTEMPTS.*'zero'.*max_attempts"):
+        load_settings()
+
+
+def test_unknown_environment_variable_is_an_error(monkeypatch):
+    monkeypatch.setenv("WATCHERD_MODLE", "base")
+    with pytest.raises(ConfigError, match="WATCHERD_MODLE"):
+        load_settings()
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("model = \n")
+    with pytest.raises(ConfigError, match=rf"{config}: not valid TOML"):
+        load_settings(config)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_example_config_documents_every_key_with_its_default():
+    text = (ROOT / "config.example.toml").read_text()
+    example = tomllib.loads(text)
+    commented = set(re.findall(r"^# (\w+) = ", text, flags=re.MULTILINE))
+    assert set(example) | commented == set(Settings.model_fields)
+    assert all(getattr(Settings(), key) is None for key in commented)
+    defaults = Settings()
+    for key, value in example.items():
+        if key in {"inboxes", "database", "model_cache_dir", "log_dir"}:
+            continue  # per-user paths: the example shows one platform's value
+        assert getattr(defaults, key) == value, key
+
+
+def test_example_config_loads_as_is():
+    assert load_settings(ROOT / "config.example.toml").model == "tiny.en"

