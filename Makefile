@@ -41,7 +41,8 @@ run: setup
 	$(BIN)/watcherd run
 
 lint: setup
-	$(BIN)/ruff check watcherd tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup lint
 	LD_PRELOAD="$(BLAS)" $(BIN)/pytest
