@@ -260,12 +260,12 @@ def transcribe(
 ) -> None:
     """Transcribe files now, without the daemon, loading the model once."""
     from watcherd import outputs
-    from watcherd.engine import AudioError, Engine, ModelError
-    from watcherd.worker import decode_options
+    from watcherd.engine import AudioError, ModelError
+    from watcherd.worker import decode_options, engine_for
 
     settings = _settings(config)
     log.configure(settings.log_level if not as_json else "warning")
-    engine = Engine(settings.model, settings.model_cache_dir, settings.dtype, settings.backend)
+    engine = engine_for(settings)
     try:
         engine.load()
     except ModelError as exc:
@@ -314,11 +314,12 @@ def transcribe(
 @config_option
 def prepare(config: Path | None) -> None:
     """Convert and cache the configured model now (setup runs this once)."""
-    from watcherd.engine import Engine, ModelError
+    from watcherd.engine import ModelError
+    from watcherd.worker import engine_for
 
     settings = _settings(config)
     try:
-        loaded = Engine(settings.model, settings.model_cache_dir, settings.dtype).load()
+        loaded = engine_for(settings).load()
     except ModelError as exc:
         click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
         sys.exit(EX_CONFIG)

@@ -55,7 +55,9 @@ class Settings(BaseSettings):
 
     # Engine
     model: str = "tiny.en"
-    backend: Literal["standard"] = "standard"
+    backend: Literal["lightning", "standard"] = "lightning"
+    vad: bool = True
+    batch_size: int = Field(0, ge=0)
     dtype: Literal["auto", "float32", "float16"] = "auto"
     language: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from watcherd import blas, log
 from watcherd.config import Settings
-from watcherd.engine import Engine
 from watcherd.store import Store
 from watcherd.watcher import Watcher
-from watcherd.worker import Worker
+from watcherd.worker import Worker, engine_for
 
 STOP_TIMEOUT_SECONDS = 8.0
 
@@ -105,7 +104,7 @@ class Daemon:
     def run(self) -> int:
         settings = self.settings
         lock = InstanceLock(lock_path(settings))
-        engine = Engine(settings.model, settings.model_cache_dir, settings.dtype, settings.backend)
+        engine = engine_for(settings)
         info = {
             "pid": os.getpid(),
             "started_at": time.time(),

@@ -24,6 +24,17 @@ class JobStopped(Exception):
     """The job must stop now: cancelled by the user, or the daemon is shutting down."""
 
 
+def engine_for(settings: Settings) -> Engine:
+    return Engine(
+        settings.model,
+        settings.model_cache_dir,
+        settings.dtype,
+        settings.backend,
+        vad=settings.vad,
+        batch_size=settings.batch_size,
+    )
+
+
 def decode_options(settings: Settings) -> DecodeOptions:
     return DecodeOptions(
         language=settings.language,

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watcherd.engine import audio, models, standard
+from watcherd.engine import audio, lightning, models, standard
 from watcherd.engine.audio import AudioError
 from watcherd.engine.models import LoadedModel, ModelError
 from watcherd.engine.options import DecodeOptions
@@ -23,19 +23,30 @@ __all__ = [
     "Word",
 ]
 
-BACKENDS = ("standard",)
+BACKENDS = ("lightning", "standard")
 
 
 class Engine:
     """Transcribes files with one cached model; cheap to create, the model loads once."""
 
-    def __init__(self, model: str, cache_dir: Path, dtype: str = "auto", backend: str = "standard"):
+    def __init__(
+        self,
+        model: str,
+        cache_dir: Path,
+        dtype: str = "auto",
+        backend: str = "lightning",
+        *,
+        vad: bool = True,
+        batch_size: int = 0,
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.model_name = model
         self.cache_dir = Path(cache_dir)
         self.dtype = models.dtype_from_name(dtype)
         self.backend = backend
+        self.vad = vad
+        self.batch_size = batch_size
 
     def load(self) -> LoadedModel:
         return models.get(self.model_name, self.cache_dir, self.dtype)
@@ -52,14 +63,20 @@ class Engine:
         if not loaded.multilingual and options.language not in (None, "en"):
             raise ModelError(f"model {self.model_name!r} is English-only; language must be 'en'")
         started = time.perf_counter()
-        samples = audio.load_audio(path)
-        segments, language = standard.transcribe(loaded, samples, options, progress)
+        if self.backend == "lightning":
+            segments, language, seconds = lightning.transcribe(
+                loaded, path, options, progress, vad=self.vad, batch_size=self.batch_size or None
+            )
+        else:
+            samples = audio.load_audio(path)
+            segments, language = standard.transcribe(loaded, samples, options, progress)
+            seconds = samples.size / audio.SAMPLE_RATE
         return Transcript(
             source=str(path),
             segments=tuple(segments),
             language=language,
             model=self.model_name,
-            audio_seconds=round(samples.size / audio.SAMPLE_RATE, 3),
+            audio_seconds=round(seconds, 3),
             processing_seconds=round(time.perf_counter() - started, 3),
             task=options.task,
             backend=self.backend,

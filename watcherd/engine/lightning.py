@@ -1,0 +1,187 @@
+"""The `lightning` backend: batched decoding of VAD chunks, with bounded memory.
+
+file ─PyAV─▶ 16 kHz blocks ─▶ VAD cut & merge (or quiet-point tiles) ─▶ chunks ≤ 30 s
+     ─▶ log-mel per chunk ─▶ batches of B ─▶ encoder ─▶ batched greedy decoder
+     ─▶ per-row temperature fallback ─▶ segments offset by each chunk's start
+
+Each chunk is decoded on its own (no conditioning on the previous chunk's text), as in
+WhisperX and faster-whisper's batched pipeline: that is what lets chunks run side by side,
+and it also stops the repetition loops that conditioning feeds.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+
+import mlx.core as mx
+import numpy as np
+import psutil
+from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+from mlx_whisper.decoding import detect_language
+from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
+
+from watcherd.engine import audio, chunks, encoder, segments
+from watcherd.engine.decoder import BatchDecoder, RowResult
+from watcherd.engine.models import LoadedModel
+from watcherd.engine.options import DecodeOptions
+from watcherd.engine.transcript import Segment
+
+BLOCK_SECONDS = 60  # audio decoded per read; memory stays flat in the file's length
+MAX_BATCH = 16
+MEMORY_SHARE = 0.25  # of the available memory, for the batch's attention caches
+
+Progress = Callable[[float], None]
+
+_decoders: dict[tuple, BatchDecoder] = {}
+
+
+def auto_batch_size(loaded: LoadedModel, limit: int = MAX_BATCH) -> int:
+    """As many rows as a quarter of the free memory holds, at most `limit`."""
+    dims = loaded.model.dims
+    itemsize = 2 if loaded.dtype == mx.float16 else 4
+    per_row = dims.n_text_layer * 2 * (dims.n_audio_ctx + dims.n_text_ctx) * dims.n_text_state
+    per_row = per_row * itemsize + dims.n_audio_ctx * dims.n_audio_state * itemsize * 4
+    available = psutil.virtual_memory().available * MEMORY_SHARE
+    return max(1, min(limit, int(available // per_row)))
+
+
+def _decoder(loaded: LoadedModel, tokenizer: Tokenizer) -> BatchDecoder:
+    key = (id(loaded.model), tokenizer.language, tokenizer.task)
+    if key not in _decoders:
+        _decoders[key] = BatchDecoder(loaded.model, tokenizer)
+    return _decoders[key]
+
+
+def _tokenizer(loaded: LoadedModel, language: str | None, task: str) -> Tokenizer:
+    if not loaded.multilingual:
+        return get_tokenizer(False, num_languages=loaded.num_languages, language="en",
+                             task="transcribe")  # fmt: skip
+    return get_tokenizer(True, num_languages=loaded.num_languages, language=language, task=task)
+
+
+def _mel(chunk: chunks.Chunk, n_mels: int) -> mx.array:
+    samples = mx.array(chunk.samples[:N_SAMPLES])
+    mel = log_mel_spectrogram(samples, n_mels=n_mels, padding=N_SAMPLES - samples.size)
+    return mel[:N_FRAMES]
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _failed(result: RowResult, text: str, options: DecodeOptions) -> bool:
+    """Whisper's fallback test: repetitive (compressible) or improbable output."""
+    if (
+        options.compression_ratio_threshold
+        and compression_ratio(text) > options.compression_ratio_threshold
+    ):
+        return True
+    return options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
+
+
+def _silent(result: RowResult, options: DecodeOptions) -> bool:
+    """Whisper's no-speech test: the model says no speech and the text is improbable."""
+    if options.no_speech_threshold is None or np.isnan(result.no_speech_prob):
+        return False
+    improbable = options.logprob_threshold is None or result.avg_logprob < options.logprob_threshold
+    return result.no_speech_prob > options.no_speech_threshold and improbable
+
+
+def decode_with_fallback(
+    decoder: BatchDecoder,
+    features: mx.array,
+    prefix: list[int],
+    options: DecodeOptions,
+    check: Callable[[], None] | None = None,
+) -> list[RowResult]:
+    """Decode every row greedily; retry only the rows that fail, at higher temperatures."""
+    temperatures = options.temperatures or (0.0,)
+    results = decoder.decode(decoder.cross_kv(features), prefix, temperatures[0], check=check)
+    for temperature in temperatures[1:]:
+        texts = [
+            decoder.tokenizer.decode([t for t in r.tokens if t < decoder.eot]) for r in results
+        ]
+        retry = [i for i, (r, text) in enumerate(zip(results, texts, strict=True))
+                 if _failed(r, text, options) and not _silent(r, options)]  # fmt: skip
+        if not retry:
+            break
+        subset = features[mx.array(retry)]
+        again = decoder.decode(decoder.cross_kv(subset), prefix, temperature, check=check)
+        for i, result in zip(retry, again, strict=True):
+            results[i] = result
+    return results
+
+
+def _batched(items: Iterable[chunks.Chunk], size: int) -> Iterator[list[chunks.Chunk]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _detect_language(loaded: LoadedModel, features: mx.array) -> str:
+    tokenizer = get_tokenizer(True, num_languages=loaded.num_languages)
+    _, probs = detect_language(loaded.model, features[:1], tokenizer)
+    return max(probs[0], key=probs[0].get)
+
+
+def transcribe(
+    loaded: LoadedModel,
+    path,
+    options: DecodeOptions,
+    progress: Progress | None = None,
+    *,
+    vad: bool = True,
+    batch_size: int | None = None,
+) -> tuple[list[Segment], str, float]:
+    """Transcribe a file; returns (segments, language, audio seconds)."""
+    report = progress or (lambda fraction: None)
+    total = audio.probe_seconds(path) or 0.0
+    decoded = [0]
+
+    def blocks() -> Iterator[np.ndarray]:
+        for block in audio.stream_audio(path, BLOCK_SECONDS * audio.SAMPLE_RATE):
+            decoded[0] += block.size
+            yield block
+
+    stream = chunks.speech_chunks(blocks()) if vad else chunks.tiles(blocks())
+    language = options.language if loaded.multilingual else "en"
+    size = batch_size or auto_batch_size(loaded)
+    n_mels = loaded.model.dims.n_mels
+    found: list[Segment] = []
+    last_fraction = 0.0
+
+    def check() -> None:
+        report(last_fraction)
+
+    for batch in _batched(stream, size):
+        features = encoder.encode(loaded.model.encoder, mx.stack([_mel(c, n_mels) for c in batch]))
+        if language is None:
+            language = _detect_language(loaded, features)
+        tokenizer = _tokenizer(loaded, language, options.task)
+        prefix = list(tokenizer.sot_sequence)
+        if options.initial_prompt:
+            prompt = tokenizer.encode(" " + options.initial_prompt.strip())
+            prefix = [
+                tokenizer.sot_prev,
+                *prompt[-(loaded.model.dims.n_text_ctx // 2 - 1) :],
+                *prefix,
+            ]
+        decoder = _decoder(loaded, tokenizer)
+        for chunk, result in zip(
+            batch, decode_with_fallback(decoder, features, prefix, options, check), strict=True
+        ):
+            if _silent(result, options):
+                continue
+            found += segments.parse(
+                result.tokens, tokenizer, chunk.start_seconds, chunk.seconds,
+                avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
+            )  # fmt: skip
+        end = batch[-1].start_seconds + batch[-1].seconds
+        last_fraction = min(1.0, end / total) if total else 0.0
+        report(last_fraction)
+    report(1.0)
+    audio_seconds = decoded[0] / audio.SAMPLE_RATE
+    return found, language or "en", audio_seconds
