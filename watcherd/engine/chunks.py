@@ -13,9 +13,10 @@ memory does not grow with the length of the file.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +30,7 @@ VAD_CONTEXT = 64
 class Chunk:
     start: int  # sample offset in the file
     samples: np.ndarray
+    second_pass: bool = False  # a stretch the first decode of its chunk skipped
 
     @property
     def start_seconds(self) -> float:
@@ -85,6 +87,15 @@ def tiles(blocks: Iterable[np.ndarray], search_seconds: float = 10.0) -> Iterato
 # --- with VAD ----------------------------------------------------------------------------
 
 
+def model_path() -> Path:
+    """silero_vad.onnx from the silero-vad package, found without importing the package
+    (its __init__ imports torch, which would cost ~300 MB of memory for nothing)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the silero-vad package is not installed (pip install silero-vad)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+
+
 class SileroVAD:
     """Speech probability per 32 ms frame, streaming (its state carries across calls)."""
 
@@ -94,11 +105,9 @@ class SileroVAD:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        model = importlib.resources.files("silero_vad") / "data" / "silero_vad.onnx"
-        with importlib.resources.as_file(model) as path:
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+        self.session = onnxruntime.InferenceSession(
+            str(model_path()), options, providers=["CPUExecutionProvider"]
+        )
         self.reset()
 
     def reset(self) -> None:

@@ -12,6 +12,7 @@ and it also stops the repetition loops that conditioning feeds.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
@@ -29,8 +30,10 @@ from watcherd.engine.options import DecodeOptions
 from watcherd.engine.transcript import Segment
 
 BLOCK_SECONDS = 60  # audio decoded per read; memory stays flat in the file's length
-MAX_BATCH = 16
+MAX_BATCH = 8
 MEMORY_SHARE = 0.25  # of the available memory, for the batch's attention caches
+GAP_SECONDS = 2.0  # skipped audio worth a second decode
+GAP_MIN_RMS = 0.01  # about -40 dBFS: quieter stretches are silence
 
 Progress = Callable[[float], None]
 
@@ -115,10 +118,45 @@ def decode_with_fallback(
     return results
 
 
-def _batched(items: Iterable[chunks.Chunk], size: int) -> Iterator[list[chunks.Chunk]]:
+def _batched(
+    items: Iterable[chunks.Chunk], size: int, retries: deque[chunks.Chunk]
+) -> Iterator[list[chunks.Chunk]]:
+    """Batches of `size`, tails waiting in `retries` first, so no tail waits long."""
     iterator = iter(items)
-    while batch := list(islice(iterator, size)):
+    while True:
+        batch = [retries.popleft() for _ in range(min(size, len(retries)))]
+        batch += islice(iterator, size - len(batch))
+        if not batch:
+            return
         yield batch
+
+
+def _loud(samples: np.ndarray) -> bool:
+    """Whether any 100 ms of these samples is above the silence level."""
+    frames = samples[: samples.size // 1600 * 1600].reshape(-1, 1600)
+    return bool(frames.size) and float(np.sqrt((frames**2).mean(axis=1)).max()) >= GAP_MIN_RMS
+
+
+def skipped(chunk: chunks.Chunk, parsed: list[Segment]) -> list[chunks.Chunk]:
+    """Stretches of a chunk the decode skipped: gaps of GAP_SECONDS or more between its
+    segments, or after the last complete one, that are not silent. Without the previous
+    text as context Whisper sometimes jumps over a sentence, or ends early; sequential
+    Whisper would seek back there, so these are decoded again, once."""
+    if chunk.second_pass:
+        return []
+    rate = audio.SAMPLE_RATE
+    spans, covered = [], 0.0
+    for segment in parsed:
+        begin = segment.start - chunk.start_seconds
+        spans.append((covered, begin))
+        covered = max(covered, segment.end - chunk.start_seconds)
+    spans.append((covered, chunk.seconds))
+    gaps = []
+    for begin, end in spans:
+        samples = chunk.samples[int(begin * rate) : int(end * rate)]
+        if end - begin >= GAP_SECONDS and _loud(samples):
+            gaps.append(chunks.Chunk(chunk.start + int(begin * rate), samples, True))
+    return gaps
 
 
 def _detect_language(loaded: LoadedModel, features: mx.array) -> str:
@@ -156,7 +194,8 @@ def transcribe(
     def check() -> None:
         report(last_fraction)
 
-    for batch in _batched(stream, size):
+    retries: deque[chunks.Chunk] = deque()
+    for batch in _batched(stream, size, retries):
         features = encoder.encode(loaded.model.encoder, mx.stack([_mel(c, n_mels) for c in batch]))
         if language is None:
             language = _detect_language(loaded, features)
@@ -175,13 +214,18 @@ def transcribe(
         ):
             if _silent(result, options):
                 continue
-            found += segments.parse(
+            parsed, complete = segments.parse(
                 result.tokens, tokenizer, chunk.start_seconds, chunk.seconds,
                 avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
             )  # fmt: skip
+            parsed = [p for p in parsed if p.end <= chunk.start_seconds + complete or
+                      complete >= chunk.seconds - GAP_SECONDS]  # fmt: skip
+            retries.extend(skipped(chunk, parsed))
+            found += parsed
         end = batch[-1].start_seconds + batch[-1].seconds
         last_fraction = min(1.0, end / total) if total else 0.0
         report(last_fraction)
     report(1.0)
+    found.sort(key=lambda segment: segment.start)  # tails finish after later chunks
     audio_seconds = decoded[0] / audio.SAMPLE_RATE
     return found, language or "en", audio_seconds

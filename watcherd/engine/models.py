@@ -149,10 +149,14 @@ def _fingerprint(dirs: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+CACHE_FORMAT = 2  # bump when the converted layout changes, so old caches are not reused
+EXTRAS = "watcherd.json"  # what mlx-whisper's config.json has no room for
+
+
 def converted_dir(name: str, dirs: list[Path], cache_dir: Path, dtype: mx.Dtype) -> Path:
     """Convert a CTranslate2 model to MLX once; return the cached MLX folder."""
     slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in Path(name).name)
-    target = cache_dir / f"{slug}-{_fingerprint(dirs)}-{_dtype_name(dtype)}"
+    target = cache_dir / f"{slug}-{_fingerprint(dirs)}-{_dtype_name(dtype)}-v{CACHE_FORMAT}"
     if _is_mlx_folder(target):
         return target
     parts = [p for d in dirs for p in _safe_parts(d)]
@@ -163,7 +167,10 @@ def converted_dir(name: str, dirs: list[Path], cache_dir: Path, dtype: mx.Dtype)
     try:
         arrays = {k: mx.array(v).astype(dtype) for k, v in weights.items()}
         mx.save_safetensors(str(staging / "weights.safetensors"), arrays)
-        (staging / "config.json").write_text(json.dumps({**dims, "source": name}, indent=2))
+        # config.json stays exactly mlx-whisper's, so other MLX tools can load the folder.
+        heads = dims.pop("alignment_heads", None)
+        (staging / "config.json").write_text(json.dumps(dims, indent=2))
+        (staging / EXTRAS).write_text(json.dumps({"source": name, "alignment_heads": heads}))
         os.replace(staging, target)  # atomic: a half-written cache is never used
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
@@ -189,7 +196,8 @@ def _dtype_name(dtype: mx.Dtype) -> str:
 def load_mlx_folder(folder: Path, dtype: mx.Dtype) -> Whisper:
     config = json.loads((folder / "config.json").read_text())
     quantization = config.pop("quantization", None)
-    heads = config.pop("alignment_heads", None)
+    extras = folder / EXTRAS
+    heads = json.loads(extras.read_text()).get("alignment_heads") if extras.exists() else None
     known = ModelDimensions.__dataclass_fields__
     model = Whisper(ModelDimensions(**{k: v for k, v in config.items() if k in known}), dtype)
     weights_file = folder / "weights.safetensors"

@@ -14,23 +14,25 @@ def parse(
     offset: float,
     duration: float,
     **stats: float,
-) -> list[Segment]:
+) -> tuple[list[Segment], float]:
     """Split `<|t0|> text <|t1|><|t1|> text <|t2|>` into segments.
 
-    A row whose last segment has no closing timestamp keeps that text: its chunk ends in
-    silence (VAD) or at a quiet point, so the segment simply runs to the chunk's end.
+    Returns the segments and the time (relative to the chunk) up to which they are
+    complete: the last closing timestamp. A trailing segment with no closing timestamp
+    runs to the chunk's end; the caller may drop it and decode that tail again.
     """
     segments: list[Segment] = []
     begin = tokenizer.timestamp_begin
     start: float | None = None
     text: list[int] = []
     last_time = 0.0
+    complete = 0.0
 
     def close(end: float) -> None:
         words = tokenizer.decode(text).strip()
-        if words:
-            lo = min(start if start is not None else last_time, duration)
-            hi = min(max(end, lo), duration)
+        lo = min(start if start is not None else last_time, duration)
+        hi = min(max(end, lo), duration)
+        if words and hi > lo:  # an instantaneous segment is a hallucination, as in Whisper
             segments.append(Segment(offset + lo, offset + hi, words, **stats))
 
     for token in tokens:
@@ -39,6 +41,7 @@ def parse(
             if text:
                 close(time)
                 text, start = [], None
+                complete = min(time, duration)
             else:
                 start = time
             last_time = time
@@ -46,4 +49,4 @@ def parse(
             text.append(token)
     if text:
         close(duration)
-    return segments
+    return segments, complete
