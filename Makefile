@@ -48,6 +48,7 @@ test: setup lint
 	LD_PRELOAD="$(BLAS)" $(BIN)/pytest
 
 bench: setup
+	$(BIN)/pip install --quiet -e ".[bench]"
 	LD_PRELOAD="$(BLAS)" $(BIN)/python -m bench
 
 clean:

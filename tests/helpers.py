@@ -47,13 +47,13 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, config: Path, home: Path, timeout: float = 120, **kwargs):
+def run_cli(*args: str, config: Path, home: Path, timeout: float = 120, env=None, **kwargs):
     return subprocess.run(
         [sys.executable, "-m", "watcherd", *args, "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(home),
+        env=env or cli_env(home),
         **kwargs,
     )
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,7 +63,12 @@ def run(config: Path | None) -> None:
     except ModelError as exc:
         click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
         sys.exit(EX_CONFIG)
-    sys.exit(code)
+    # Everything is closed by now. Skip interpreter teardown: MLX's per-thread streams,
+    # created on the worker thread, can abort() in C++ destructors at exit.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _job_dict(job) -> dict:
@@ -324,6 +331,74 @@ def prepare(config: Path | None) -> None:
         click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
         sys.exit(EX_CONFIG)
     click.echo(f"model {settings.model}: {loaded.path} ({loaded.dtype})")
+
+
+@cli.group()
+def service() -> None:
+    """Run watcherd as a service: launchd (macOS) or a systemd user unit (Linux)."""
+
+
+manager_option = click.option(
+    "--manager", type=click.Choice(["launchd", "systemd"]), default=None,
+    help="Service manager (default: launchd on macOS, systemd elsewhere).",
+)  # fmt: skip
+
+
+def _service_call(manager_name: str | None, action: str) -> None:
+    from watcherd import service as svc
+
+    try:
+        result = getattr(svc.manager(manager_name), action)()
+    except svc.ServiceError as exc:
+        click.echo(f"watcherd: {exc}", err=True)
+        sys.exit(EX_FAILURE)
+    if isinstance(result, str):
+        click.echo(result.rstrip())
+
+
+@service.command("install")
+@config_option
+@manager_option
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print the rendered file; change nothing."
+)
+def service_install(config: Path | None, manager: str | None, print_only: bool) -> None:
+    """Install and start the service, with absolute paths to this interpreter and config."""
+    from watcherd import service as svc
+    from watcherd.config import config_path
+
+    settings = _settings(config)
+    path = config_path(config)
+    chosen = svc.manager(manager)
+    paths = svc.Paths.for_settings(settings, path)
+    if print_only:
+        click.echo(chosen.render(paths), nl=False)
+        return
+    if not path.exists():  # the service names this file, so it must exist
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text((svc.ROOT / "config.example.toml").read_text())
+        click.echo(f"wrote the default settings to {path}")
+    try:
+        chosen.install(paths)
+    except svc.ServiceError as exc:
+        click.echo(f"watcherd: {exc}", err=True)
+        sys.exit(EX_FAILURE)
+    click.echo(f"installed {chosen.file} and started it ({chosen.name})")
+
+
+for _action, _help in [
+    ("uninstall", "Stop the service and remove its file."),
+    ("start", "Start the installed service."),
+    ("stop", "Stop the service cleanly (it stays stopped until started)."),
+    ("restart", "Restart the service."),
+    ("status", "Show the service manager's view of the service."),
+]:
+
+    def _command(config: Path | None, manager: str | None, _action: str = _action) -> None:
+        _settings(config)  # a bad configuration is reported here, not by a failing service
+        _service_call(manager, _action)
+
+    service.command(_action, help=_help)(config_option(manager_option(_command)))
 
 
 NEEDS_MLX = {"run", "transcribe", "prepare"}

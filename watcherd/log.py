@@ -36,6 +36,8 @@ def configure(
     root.setLevel(level.upper())
 
     console = logging.StreamHandler(sys.stderr)
+    if not sys.stderr.isatty():  # launchd/systemd capture: keep it to warnings and errors
+        console.setLevel(max(root.level, logging.WARNING))
     console.setFormatter(
         _formatter(
             structlog.processors.KeyValueRenderer(

@@ -13,6 +13,8 @@ Together: ~0.75 s per window, with encoder outputs within 1e-4 of the stock enco
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mlx.core as mx
 import numpy as np
 from mlx_whisper.whisper import AudioEncoder, MultiHeadAttention
@@ -80,14 +82,18 @@ def on_cpu() -> bool:
     return mx.default_device() == mx.cpu
 
 
-def encode(encoder: AudioEncoder, mel: mx.array) -> mx.array:
-    """Encode a batch of mel windows (B, 3000, n_mels) into audio features (B, 1500, d)."""
+def encode(
+    encoder: AudioEncoder, mel: mx.array, check: Callable[[], None] | None = None
+) -> mx.array:
+    """Encode a batch of mel windows (B, 3000, n_mels) into audio features (B, 1500, d).
+    `check` runs between sub-batches and may raise to abandon the work (stop, cancel)."""
     if not on_cpu():
         return encoder(mel)
-    parts = [
-        _encode_cpu(encoder, mel[i : i + CPU_ENCODER_BATCH])
-        for i in range(0, mel.shape[0], CPU_ENCODER_BATCH)
-    ]
+    parts = []
+    for i in range(0, mel.shape[0], CPU_ENCODER_BATCH):
+        if check is not None:
+            check()
+        parts.append(_encode_cpu(encoder, mel[i : i + CPU_ENCODER_BATCH]))
     features = mx.concatenate(parts) if len(parts) > 1 else parts[0]
     mx.eval(features)
     return features

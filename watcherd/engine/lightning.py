@@ -196,7 +196,9 @@ def transcribe(
 
     retries: deque[chunks.Chunk] = deque()
     for batch in _batched(stream, size, retries):
-        features = encoder.encode(loaded.model.encoder, mx.stack([_mel(c, n_mels) for c in batch]))
+        features = encoder.encode(
+            loaded.model.encoder, mx.stack([_mel(c, n_mels) for c in batch]), check
+        )
         if language is None:
             language = _detect_language(loaded, features)
         tokenizer = _tokenizer(loaded, language, options.task)

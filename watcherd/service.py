@@ -1,0 +1,185 @@
+"""Run watcherd as a per-user service: a launchd LaunchAgent on macOS, a systemd user unit
+on Linux. Renders the file with absolute paths, then drives the service manager.
+
+launchd verbs are the modern ones (bootstrap, bootout, kickstart, kill, print); the
+legacy `launchctl start|stop <label>` work on the installed agent too. Both managers
+restart watcherd after a crash but not after a clean stop (exit 0).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from xml.sax.saxutils import escape
+
+from watcherd.config import Settings
+
+LABEL = "com.watcherd.agent"
+UNIT = "watcherd.service"
+ROOT = Path(__file__).resolve().parent.parent
+PLIST_TEMPLATE = ROOT / "launchd" / f"{LABEL}.plist.template"
+UNIT_TEMPLATE = ROOT / "systemd" / f"{UNIT}.template"
+LAUNCHD_PATH = "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+class ServiceError(RuntimeError):
+    """A service command failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    python: str
+    config: Path
+    log_dir: Path
+    workdir: Path
+
+    @classmethod
+    def for_settings(cls, settings: Settings, config: Path) -> Paths:
+        return cls(
+            python=sys.executable,
+            config=config.expanduser().absolute(),
+            log_dir=settings.log_dir,
+            workdir=settings.database.parent,
+        )
+
+
+def render_plist(paths: Paths, label: str = LABEL) -> str:
+    values = {
+        "label": label,
+        "python": paths.python,
+        "config": str(paths.config),
+        "path": LAUNCHD_PATH,
+        "workdir": str(paths.workdir),
+        "stdout": str(paths.log_dir / "launchd.out.log"),
+        "stderr": str(paths.log_dir / "launchd.err.log"),
+    }
+    template = Template(PLIST_TEMPLATE.read_text(encoding="utf-8"))
+    return template.substitute({k: escape(v) for k, v in values.items()})
+
+
+def render_unit(paths: Paths) -> str:
+    values = {"python": paths.python, "config": str(paths.config), "workdir": str(paths.workdir)}
+    return Template(UNIT_TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def _run(command: list[str], *, check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise ServiceError(f"{command[0]} not found: is this the right platform?") from None
+    if check and done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip() or f"exit code {done.returncode}"
+        raise ServiceError(f"{' '.join(command)}: {reason}")
+    return done
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(text, encoding="utf-8")
+    temp.chmod(0o644)  # launchd refuses group- or world-writable agents
+    os.replace(temp, path)
+
+
+class Launchd:
+    name = "launchd"
+
+    def __init__(self, label: str = LABEL):
+        self.label = label
+        self.domain = f"gui/{os.getuid()}"
+        self.target = f"{self.domain}/{label}"
+        self.file = Path.home() / "Library" / "LaunchAgents" / f"{label}.plist"
+
+    def render(self, paths: Paths) -> str:
+        return render_plist(paths, self.label)
+
+    def install(self, paths: Paths) -> None:
+        paths.log_dir.mkdir(parents=True, exist_ok=True)
+        paths.workdir.mkdir(parents=True, exist_ok=True)
+        _run(["launchctl", "bootout", self.target], check=False)  # reinstall: replace
+        _write(self.file, self.render(paths))
+        _run(["launchctl", "enable", self.target])
+        _run(["launchctl", "bootstrap", self.domain, str(self.file)])
+
+    def uninstall(self) -> None:
+        _run(["launchctl", "bootout", self.target], check=False)
+        self.file.unlink(missing_ok=True)
+
+    def start(self) -> None:
+        _run(["launchctl", "kickstart", self.target])
+
+    def stop(self) -> None:
+        # SIGTERM: watcherd exits 0, and KeepAlive{SuccessfulExit=false} leaves it down.
+        _run(["launchctl", "kill", "SIGTERM", self.target])
+
+    def restart(self) -> None:
+        _run(["launchctl", "kickstart", "-k", self.target])
+
+    def status(self) -> str:
+        done = _run(["launchctl", "print", self.target], check=False)
+        return done.stdout if done.returncode == 0 else f"{self.label}: not loaded"
+
+
+class Systemd:
+    name = "systemd"
+
+    def __init__(self) -> None:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+        self.file = Path(config_home) / "systemd" / "user" / UNIT
+
+    def render(self, paths: Paths) -> str:
+        return render_unit(paths)
+
+    def _ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return _run(["systemctl", "--user", *args], check=check)
+
+    def install(self, paths: Paths) -> None:
+        paths.workdir.mkdir(parents=True, exist_ok=True)
+        _write(self.file, self.render(paths))
+        self._ctl("daemon-reload")
+        self._ctl("enable", "--now", UNIT)
+
+    def uninstall(self) -> None:
+        self._ctl("disable", "--now", UNIT, check=False)
+        self.file.unlink(missing_ok=True)
+        self._ctl("daemon-reload", check=False)
+
+    def start(self) -> None:
+        self._ctl("start", UNIT)
+
+    def stop(self) -> None:
+        self._ctl("stop", UNIT)
+
+    def restart(self) -> None:
+        self._ctl("restart", UNIT)
+
+    def status(self) -> str:
+        return self._ctl("status", "--no-pager", UNIT, check=False).stdout
+
+
+def manager(name: str | None = None) -> Launchd | Systemd:
+    """The platform's service manager, or the one named."""
+    name = name or ("launchd" if sys.platform == "darwin" else "systemd")
+    return Launchd() if name == "launchd" else Systemd()
+
+
+def verify_unit(text: str) -> str | None:
+    """Problems `systemd-analyze verify` finds in a unit, or None (also when it is absent)."""
+    analyzer = shutil.which("systemd-analyze")
+    if analyzer is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        unit = Path(folder) / UNIT
+        unit.write_text(text)
+        done = subprocess.run([analyzer, "verify", str(unit)], capture_output=True, text=True)
+    lines = done.stderr.strip().splitlines()
+    if done.returncode != 0:
+        return "\n".join(lines) or f"systemd-analyze exit code {done.returncode}"
+    warnings = [line for line in lines if UNIT in line]
+    return "\n".join(warnings) or None
