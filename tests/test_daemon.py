@@ -61,7 +61,10 @@ def test_dropped_files_are_transcribed_beside_themselves(daemon, audio_dir, mani
 
     status = status_json(config, tmp_path)
     assert status["counts"]["done"] == len(GOOD) and status["counts"]["failed"] == 1
-    assert status["daemon"]["running"] and status["daemon"]["pid"] == proc.pid
+    daemon = status["daemon"]
+    assert daemon["running"] and daemon["pid"] == proc.pid
+    assert daemon["model"] == "tiny.en" and daemon["backend"] == "lightning"
+    assert daemon["uptime_seconds"] > 0 and "OpenBLAS" in daemon["blas"]
     jobs = {job["path"].rsplit("/", 1)[-1]: job for job in status["jobs"]}
     assert set(jobs) == {*GOOD, "broken.mp3"}, "each file queued exactly once"
 
