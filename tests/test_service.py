@@ -126,7 +126,8 @@ def test_systemd_commands_drive_a_user_unit(tmp_path, config_file, recorder):
     assert unit.exists() and "Restart=on-failure" in unit.read_text()
     assert calls(log) == [
         "systemctl --user daemon-reload",
-        "systemctl --user enable --now watcherd.service",
+        "systemctl --user enable watcherd.service",
+        "systemctl --user restart watcherd.service",
         "systemctl --user start watcherd.service",
         "systemctl --user stop watcherd.service",
         "systemctl --user restart watcherd.service",

@@ -187,3 +187,25 @@ def test_counts_name_every_state(store):
     add(store)
     assert set(store.counts()) == set(STATES)
     assert store.counts()["queued"] == 1
+
+
+def test_new_content_supersedes_the_older_version_still_queued(store):
+    old, _ = add(store, sha="aaa")
+    new, _ = add(store, sha="bbb", size=11, mtime=5)
+    assert store.get(old.id).state == "cancelled" and "superseded" in store.get(old.id).error
+    assert store.get(new.id).state == "queued"
+
+
+def test_a_database_from_a_newer_watcherd_is_refused(store, tmp_path):
+    store.db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError, match="newer than this watcherd knows"):
+        Store(tmp_path / "jobs.db")
+
+
+def test_a_file_reached_through_a_linked_folder_is_one_job(store, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    add(store, str(real / "a.mp3"))
+    _, created = add(store, str(tmp_path / "link" / "a.mp3"))
+    assert not created

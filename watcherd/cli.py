@@ -91,10 +91,10 @@ def _job_dict(job) -> dict:
     }
 
 
-def _open_store(settings: Settings):
+def _open_store(settings: Settings, readonly: bool = False):
     from watcherd.store import Store
 
-    return Store(settings.database)
+    return Store(settings.database, readonly=readonly)
 
 
 @cli.command()
@@ -110,7 +110,7 @@ def status(config: Path | None, as_json: bool, limit: int) -> None:
     if not settings.database.exists():
         counts, jobs, running = dict.fromkeys(STATES, 0), [], []
     else:
-        store = _open_store(settings)
+        store = _open_store(settings, readonly=True)  # never migrates or locks the daemon's
         try:
             counts, jobs = store.counts(), store.jobs(limit=limit)
             running = store.jobs(state="running")

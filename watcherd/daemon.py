@@ -117,6 +117,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
         store = Store(settings.database)
+        code = 0
         try:
             requeued, failed = store.recover(settings.max_attempts)
             if requeued or failed:
@@ -136,12 +137,17 @@ class Daemon:
             worker.start()
             self.log.info("daemon_started", pid=os.getpid(), database=str(settings.database))
             while not self._stop.wait(0.5):
-                pass
-            watcher.stop()
-            if not worker.stop(STOP_TIMEOUT_SECONDS):
+                if not worker.alive:
+                    self.log.error("worker_died")
+                    code = 1  # an error exit: launchd and systemd restart the daemon
+                    break
+            stopped = worker.stop(STOP_TIMEOUT_SECONDS)
+            watcher.stop(timeout=1.0)
+            if not stopped and worker.current is not None:
                 self.log.warning("worker_did_not_stop", timeout=STOP_TIMEOUT_SECONDS)
+                store.requeue(worker.current.id)
         finally:
             store.close()
             lock.release()
-        self.log.info("daemon_stopped")
-        return 0
+        self.log.info("daemon_stopped", code=code)
+        return code

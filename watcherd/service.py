@@ -143,7 +143,8 @@ class Systemd:
         paths.workdir.mkdir(parents=True, exist_ok=True)
         _write(self.file, self.render(paths))
         self._ctl("daemon-reload")
-        self._ctl("enable", "--now", UNIT)
+        self._ctl("enable", UNIT)
+        self._ctl("restart", UNIT)  # starts it, or replaces a running older one
 
     def uninstall(self) -> None:
         self._ctl("disable", "--now", UNIT, check=False)

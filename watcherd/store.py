@@ -32,7 +32,8 @@ def path_key(path: Path | str) -> str:
     """The identity of a path. macOS file systems ignore case and Unicode normalisation
     by default, and FSEvents reports either form, so fold both there; elsewhere
     different bytes are different files."""
-    text = os.path.abspath(str(path))
+    folder, name = os.path.split(os.path.abspath(str(path)))
+    text = os.path.join(os.path.realpath(folder), name)  # a linked folder is one place
     if sys.platform == "darwin":
         return unicodedata.normalize("NFC", text).casefold()
     return text
@@ -150,6 +151,11 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")  # one migrator at a time
             try:
                 version = self.schema_version
+                if version > len(MIGRATIONS):
+                    raise RuntimeError(
+                        f"{self.path}: schema version {version} is newer than this watcherd "
+                        f"knows ({len(MIGRATIONS)}); upgrade watcherd"
+                    )
                 for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
                     step(self.db)
                     self.db.execute(f"PRAGMA user_version = {number}")
@@ -187,6 +193,15 @@ class Store:
                 )
             )
             if rows:
+                # New content at this path: older versions still waiting are superseded.
+                self.db.execute(
+                    """
+                    UPDATE jobs SET state = 'cancelled', finished_at = ?,
+                        error = 'superseded by newer content at the same path'
+                    WHERE path_key = ? AND state = 'queued' AND id != ?
+                    """,
+                    [time.time(), key, rows[0]["id"]],
+                )
                 return Job.from_row(rows[0]), True
             # Same content seen before: remember the new stat so scans skip hashing it.
             self.db.execute(

@@ -71,14 +71,22 @@ class Worker:
             return not self._thread.is_alive()
         return True
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def run(self) -> None:
         while not self._stop.is_set():
-            job = self.store.claim()
-            if job is None:
-                self._wake.wait(IDLE_POLL_SECONDS)
-                self._wake.clear()
-                continue
-            self.process(job)
+            try:
+                job = self.store.claim()
+                if job is None:
+                    self._wake.wait(IDLE_POLL_SECONDS)
+                    self._wake.clear()
+                    continue
+                self.process(job)
+            except Exception:  # the database itself failed (locked, disk full): retry later
+                self.log.exception("worker_error")
+                self._stop.wait(IDLE_POLL_SECONDS)
 
     def process(self, job: Job) -> None:
         joblog = self.log.bind(job_id=job.id, path=job.path)
@@ -114,7 +122,7 @@ class Worker:
             return
         finally:
             self.current = None
-        self.store.finish(
+        finished = self.store.finish(
             job.id,
             outputs=written,
             audio_seconds=transcript.audio_seconds,
@@ -122,6 +130,9 @@ class Worker:
             model=transcript.model,
             language=transcript.language,
         )
+        if not finished:
+            joblog.info("job_cancelled", outputs=written)
+            return
         joblog.info(
             "job_done",
             audio_seconds=transcript.audio_seconds,

@@ -159,6 +159,21 @@ def skipped(chunk: chunks.Chunk, parsed: list[Segment]) -> list[chunks.Chunk]:
     return gaps
 
 
+def _settle(
+    chunk: chunks.Chunk, parsed: list[Segment], complete: float
+) -> tuple[list[Segment], list[chunks.Chunk]]:
+    """The segments to keep from a row, and the stretches to decode again. A trailing
+    segment with no closing timestamp is dropped only when its audio is decoded again."""
+    closed = [p for p in parsed if p.end <= chunk.start_seconds + complete]
+    again = skipped(chunk, closed)
+    if len(closed) == len(parsed):
+        return parsed, again
+    tail_start = chunk.start_seconds + complete - 0.01
+    if any(g.start_seconds >= tail_start for g in again):
+        return closed, again
+    return parsed, skipped(chunk, parsed)
+
+
 def _detect_language(loaded: LoadedModel, features: mx.array) -> str:
     tokenizer = get_tokenizer(True, num_languages=loaded.num_languages)
     _, probs = detect_language(loaded.model, features[:1], tokenizer)
@@ -220,10 +235,9 @@ def transcribe(
                 result.tokens, tokenizer, chunk.start_seconds, chunk.seconds,
                 avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
             )  # fmt: skip
-            parsed = [p for p in parsed if p.end <= chunk.start_seconds + complete or
-                      complete >= chunk.seconds - GAP_SECONDS]  # fmt: skip
-            retries.extend(skipped(chunk, parsed))
-            found += parsed
+            kept, again = _settle(chunk, parsed, complete)
+            found += kept
+            retries.extend(again)
         end = batch[-1].start_seconds + batch[-1].seconds
         last_fraction = min(1.0, end / total) if total else 0.0
         report(last_fraction)

@@ -172,7 +172,7 @@ def converted_dir(name: str, dirs: list[Path], cache_dir: Path, dtype: mx.Dtype)
         (staging / "config.json").write_text(json.dumps(dims, indent=2))
         (staging / EXTRAS).write_text(json.dumps({"source": name, "alignment_heads": heads}))
         os.replace(staging, target)  # atomic: a half-written cache is never used
-    except OSError:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if not _is_mlx_folder(target):  # another process may have won the race
             raise
