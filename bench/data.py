@@ -41,32 +41,31 @@ def manifest() -> dict[str, dict]:
         return {r["file"]: r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)}
 
 
-def _write_wav(path: Path, samples: np.ndarray) -> None:
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+def _write_wav(path: Path, parts: list[np.ndarray]) -> None:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
+        for samples in parts:
+            w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def concatenated(name: str, minutes: float) -> Item:
     """MEDLEY repeated, with 1 s pauses, to at least `minutes`; built once, then reused."""
     refs = manifest()
-    pieces, texts, total = [], [], 0.0
-    pause = np.zeros(SAMPLE_RATE, np.float32)
+    clips = {clip: load_audio(AUDIO / clip) for clip in MEDLEY}
+    order, total = [], 0.0
     while total < minutes * 60:
         for clip in MEDLEY:
-            samples = load_audio(AUDIO / clip)
-            pieces += [samples, pause]
-            texts.append(refs[clip]["reference"])
-            total += samples.size / SAMPLE_RATE + 1
+            order.append(clip)
+            total += clips[clip].size / SAMPLE_RATE + 1
     path = DATA / f"{name}.wav"
-    if not path.exists():
+    if not path.exists():  # the clips are held once; the long file is built on disk
         DATA.mkdir(parents=True, exist_ok=True)
-        _write_wav(path.with_suffix(".tmp"), np.concatenate(pieces))
+        pause = np.zeros(SAMPLE_RATE, np.float32)
+        _write_wav(path.with_suffix(".tmp"), [part for c in order for part in (clips[c], pause)])
         path.with_suffix(".tmp").rename(path)
-    return Item(path, " ".join(texts), total)
+    return Item(path, " ".join(refs[c]["reference"] for c in order), total)
 
 
 def english_clips() -> list[Item]:

@@ -15,6 +15,18 @@ from pathlib import Path
 WARMUP = Path(__file__).resolve().parent.parent.parent / "shared" / "audio" / "jfk.flac"
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not ru_maxrss: on Linux that survives exec, so a child
+    would report its parent's peak at fork time whenever the parent was bigger."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        return kb / 1024
+    except (OSError, StopIteration):
+        scale = 1024 if sys.platform == "darwin" else 1  # bytes on macOS, KB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
+
+
 def watcherd_engine(model_cache: str, **kwargs):
     from watcherd.engine import Engine
 
@@ -71,7 +83,7 @@ def main() -> None:
         t = time.perf_counter()
         text = transcribe(Path(path))
         results.append({"path": path, "seconds": time.perf_counter() - t, "text": text})
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(
         json.dumps({"engine": name, "load_seconds": load, "files": results, "peak_rss_mb": peak_mb})
     )
