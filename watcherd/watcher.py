@@ -166,9 +166,6 @@ class Watcher:
             self._thread.join(timeout)
         self._stop_observer()
 
-    def request_scan(self) -> None:
-        self._scan_requested.set()
-
     # --- nominations -----------------------------------------------------------------
 
     def nominate(self, path: Path, inbox: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,6 @@ class Transcript:
     processing_seconds: float
     task: str = "transcribe"
     backend: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def text(self) -> str:
