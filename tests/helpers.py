@@ -72,3 +72,89 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = "c
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def without_root_powers():
+    """A preexec_fn that, for root, drops the capabilities that bypass file permissions
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) from the child, so `chmod 000` stops it
+    reading exactly as it would stop a user's daemon. None when not root."""
+    if os.geteuid() != 0:
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def drop() -> None:
+        for capability in (1, 2):
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+    return drop
+
+
+def start_daemon(config: Path, home: Path, env=None, wait: bool = True, **kwargs):
+    """`watcherd run` as a real subprocess; waits until `status` sees it running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watcherd", "run", "--config", str(config)],
+        env=env or cli_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+    if wait:
+        wait_for(
+            lambda: proc.poll() is not None or status_json(config, home)["daemon"]["running"],
+            120,
+            message="daemon start",
+        )
+        assert proc.poll() is None, proc.stderr.read()
+    return proc
+
+
+def stop_daemon(proc: subprocess.Popen) -> None:
+    """SIGTERM, and the clean exit code it promises."""
+    if proc.poll() is None:
+        proc.terminate()
+    assert proc.wait(30) == 0, proc.stderr.read()
+
+
+def log_events(home: Path, event: str) -> list[dict]:
+    path = home / "logs" / "watcherd.log"
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        try:
+            events.append(json.loads(line))
+        except ValueError:  # the last line of a daemon killed mid-write
+            continue
+    return [e for e in events if e.get("event") == event]
+
+
+def make_silent_video(path: Path, seconds: int = 1) -> None:
+    """An mp4 with a video stream and no audio stream."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(10 * seconds):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_wav(path: Path, samples) -> Path:
+    """16 kHz mono 16-bit PCM."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path

@@ -7,26 +7,11 @@ import shutil
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
-from helpers import cli_env, wer
+from helpers import cli_env, make_silent_video, wer
 
 from watcherd.engine import AudioError, DecodeOptions, Engine, ModelError, audio, models
-
-
-def make_silent_video(path, seconds: int = 1) -> None:
-    """An mp4 with a video stream and no audio stream."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        for _ in range(10 * seconds):
-            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
 
 # --- models ------------------------------------------------------------------------------
 

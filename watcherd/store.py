@@ -115,20 +115,24 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
 class Store:
     """Thread-safe access to the jobs table through one connection."""
 
-    def __init__(self, path: Path | str, *, readonly: bool = False):
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        readonly: bool = False,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+    ):
         self.path = Path(path)
         if readonly:
             conn = sqlite3.connect(
                 f"file:{self.path}?mode=ro",
                 uri=True,
-                timeout=BUSY_TIMEOUT_SECONDS,
+                timeout=busy_timeout,
                 check_same_thread=False,
             )
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(self.path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
-            )
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
         if not readonly:
@@ -180,7 +184,7 @@ class Store:
     ) -> tuple[Job, bool]:
         """Queue a file once per content; returns (job, created)."""
         key = path_key(path)
-        with self._lock:
+        with self._lock, self.db.atomic():
             rows = list(
                 self.db.query(
                     """
@@ -242,6 +246,15 @@ class Store:
                 [round(progress, 1), job_id],
             )
         return cursor.rowcount == 1
+
+    def plan_outputs(self, job_id: int, outputs: list[str]) -> None:
+        """Record the outputs a job is about to write, before it writes them: after a crash
+        the retry knows they are its own to replace, and where its temp files are."""
+        with self._lock:
+            self.db.execute(
+                "UPDATE jobs SET outputs = ? WHERE id = ? AND state = 'running'",
+                [json.dumps(outputs), job_id],
+            )
 
     def finish(
         self,

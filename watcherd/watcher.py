@@ -22,7 +22,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from watcherd import log
+from watcherd import faults, log
 from watcherd.config import Settings
 from watcherd.store import Store
 
@@ -103,7 +103,11 @@ class Settler:
                 pending.signature, pending.since = signature, now
             elif now - pending.since >= self.quiet_seconds:
                 self._drop(path)
-                self.on_settled(path, pending.inbox, st)
+                try:
+                    self.on_settled(path, pending.inbox, st)
+                except Exception:  # the database is locked or full: try again later
+                    log.get().exception("queue_failed", path=str(path))
+                    self.nominate(path, pending.inbox)
 
     def _drop(self, path: Path) -> None:
         with self._lock:
@@ -225,6 +229,7 @@ class Watcher:
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             self.settler.nominate(path, inbox)  # changed while hashing: not complete yet
             return
+        faults.checkpoint("watch.enqueue")
         job, created = self.store.enqueue(
             path, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest, inbox=str(inbox)
         )

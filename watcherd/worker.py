@@ -7,17 +7,24 @@ that job with a message naming the file and the cause, and the next job runs.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from watcherd import log, outputs
+from watcherd import faults, log, outputs
 from watcherd.config import Settings
 from watcherd.engine import AudioError, DecodeOptions, Engine, ModelError, Transcript
 from watcherd.store import Job, Store, path_key
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 IDLE_POLL_SECONDS = 2.0  # jobs may also arrive from other processes (`watcherd add`)
+DB_RETRY_SECONDS = 0.5
+DB_RETRY_MAX_SECONDS = 30.0
+
+T = TypeVar("T")
 
 
 class JobStopped(Exception):
@@ -91,21 +98,23 @@ class Worker:
     def process(self, job: Job) -> None:
         joblog = self.log.bind(job_id=job.id, path=job.path)
         joblog.info("job_started", attempt=job.attempts)
+        faults.checkpoint("claimed")
         self.current = job
         try:
+            outputs.check_writable(Path(job.path).parent)  # before spending the work
             transcript = self.engine.transcribe(
                 job.path, decode_options(self.settings), self._progress_reporter(job)
             )
             written = self._write(job, transcript)
         except JobStopped:
             if self._stop.is_set():
-                self.store.requeue(job.id)
+                self._db(self.store.requeue, job.id)
                 joblog.info("job_requeued", reason="shutdown")
             else:
                 joblog.info("job_cancelled")
             return
         except AudioError as exc:
-            self._fail(job, str(exc), transient=False, joblog=joblog)
+            self._fail(job, str(exc), transient=exc.transient, joblog=joblog)
             return
         except ModelError as exc:
             self._fail(job, f"{job.path}: model error: {exc}", transient=False, joblog=joblog)
@@ -122,7 +131,9 @@ class Worker:
             return
         finally:
             self.current = None
-        finished = self.store.finish(
+        faults.checkpoint("finish")
+        finished = self._db(
+            self.store.finish,
             job.id,
             outputs=written,
             audio_seconds=transcript.audio_seconds,
@@ -150,14 +161,32 @@ class Worker:
             media_extensions=self.settings.media_extensions,
             may_replace=lambda p: self.store.output_owner(p) == key,
         )
+        outputs.discard_temps(job.outputs)  # an earlier attempt's, if it was killed
+        # Claim the names before writing: a retry after a crash mid-write then knows
+        # they are its own to replace, instead of writing `talk.m4a.txt` beside them.
+        self._db(self.store.plan_outputs, job.id, [str(p) for p in paths.values()])
+        faults.checkpoint("outputs.write")
         return outputs.write(transcript, paths)
 
     def _fail(self, job: Job, reason: str, *, transient: bool, joblog) -> None:
         retry_after = None
         if transient and job.attempts < self.settings.max_attempts:
             retry_after = self.settings.retry_backoff_seconds * 2 ** (job.attempts - 1)
-        state = self.store.fail(job.id, reason, retry_after=retry_after)
+        state = self._db(self.store.fail, job.id, reason, retry_after=retry_after)
         joblog.error("job_failed", error=reason, state=state, retry_in=retry_after)
+
+    def _db(self, call: Callable[..., T], *args, **kwargs) -> T:
+        """A database write the job's outcome depends on: retried with backoff while the
+        database is locked (or the disk is full), so a finished job is not left running."""
+        delay = DB_RETRY_SECONDS
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except sqlite3.Error as exc:
+                self.log.warning("database_retry", error=str(exc), retry_in=delay)
+                if self._stop.wait(delay):
+                    raise  # shutting down: recover() puts the job back at the next start
+                delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
 
     def _progress_reporter(self, job: Job):
         last = 0.0
@@ -169,7 +198,12 @@ class Worker:
             now = time.monotonic()
             if now - last >= PROGRESS_INTERVAL_SECONDS or fraction >= 1.0:
                 last = now
-                if not self.store.set_progress(job.id, 100.0 * fraction):
+                faults.checkpoint("transcribe")
+                try:
+                    running = self.store.set_progress(job.id, 100.0 * fraction)
+                except sqlite3.Error:  # locked: progress can wait for the next report
+                    return
+                if not running:
                     raise JobStopped()  # cancelled
 
         return report

@@ -7,6 +7,7 @@ more than one block plus the resampler's buffer.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +17,19 @@ import numpy as np
 SAMPLE_RATE = 16_000
 
 
-class AudioError(RuntimeError):
-    """A file that cannot be decoded; the message names the file and the cause."""
+TRUNCATED_SHARE = 0.9  # decoding less than this share of the declared length...
+TRUNCATED_SECONDS = 1.0  # ...and at least this much less means the file was cut short
 
-    def __init__(self, path: Path | str, cause: str):
+
+class AudioError(RuntimeError):
+    """A file that cannot be decoded; the message names the file and the cause.
+    `transient` errors (permissions, I/O) may pass: the job is retried later."""
+
+    def __init__(self, path: Path | str, cause: str, *, transient: bool = False):
         super().__init__(f"{path}: {cause}")
         self.path = str(path)
         self.cause = cause
+        self.transient = transient
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -32,16 +39,28 @@ def _open(path: Path) -> av.container.InputContainer:
         raise AudioError(
             path, "file not found (deleted or moved before it was transcribed)"
         ) from None
-    except PermissionError:
-        raise AudioError(path, "permission denied reading the file") from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     if size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
         return av.open(str(path), metadata_errors="ignore")
-    except PermissionError:
-        raise AudioError(path, "permission denied reading the file") from None
+    except FileNotFoundError:
+        raise AudioError(path, "file not found (deleted or moved while queued)") from None
+    except OSError as exc:  # PyAV's PermissionError and friends are OSErrors too
+        if not isinstance(exc, av.error.FFmpegError) or exc.errno in TRANSIENT_ERRNOS:
+            raise _unreadable(path, exc) from None
+        raise AudioError(path, f"not a readable audio or video file ({_reason(exc)})") from exc
     except av.error.FFmpegError as exc:
         raise AudioError(path, f"not a readable audio or video file ({_reason(exc)})") from exc
+
+
+TRANSIENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EIO, errno.EAGAIN, errno.EBUSY}
+
+
+def _unreadable(path: Path, exc: OSError) -> AudioError:
+    """Reading failed for a reason that may pass (permissions, a flaky disk)."""
+    return AudioError(path, f"cannot read the file ({_reason(exc)})", transient=True)
 
 
 def _reason(exc: Exception) -> str:
@@ -52,6 +71,54 @@ def declared_seconds(container: av.container.InputContainer) -> float | None:
     if container.duration:
         return container.duration / av.time_base
     return None
+
+
+def _trusted_length(path: Path, container, stream) -> float | None:
+    """The audio length the file's header states, when it states one. Raw MP3 and ADTS
+    have no length field: FFmpeg guesses one from the bitrate, which a cut file shares
+    and which VBR files miss by far, so those count only with a Xing/Info/VBRI header."""
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    else:
+        seconds = declared_seconds(container)
+    if not seconds:
+        return None
+    name = container.format.name
+    if name == "wav":  # FFmpeg trusts the file's size over the header; read the header
+        return _wav_data_seconds(path)
+    if name == "aac" or (name == "mp3" and not _has_vbr_header(path)):
+        return None
+    return seconds
+
+
+def _wav_data_seconds(path: Path) -> float | None:
+    """The length a RIFF/WAVE header declares: the data chunk's size over the byte rate."""
+    with path.open("rb") as f:
+        if f.read(12)[8:12] != b"WAVE":
+            return None
+        byte_rate = None
+        while len(header := f.read(8)) == 8:
+            size = int.from_bytes(header[4:], "little")
+            if header[:4] == b"fmt ":
+                byte_rate = int.from_bytes(f.read(16)[8:12], "little")
+                f.seek(size - 16 + size % 2, 1)
+            elif header[:4] == b"data":
+                streaming = size in (0, 0xFFFFFFFF)  # written live: no length yet
+                return None if streaming or not byte_rate else size / byte_rate
+            else:
+                f.seek(size + size % 2, 1)
+    return None
+
+
+def _has_vbr_header(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(10)
+        skip = 0
+        if head[:3] == b"ID3" and len(head) == 10:  # synchsafe tag size
+            skip = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+        f.seek(skip)
+        frame = f.read(4096)
+    return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
 
 
 def stream_audio(path: Path | str, block_samples: int = 30 * SAMPLE_RATE) -> Iterator[np.ndarray]:
@@ -84,6 +151,12 @@ def stream_audio(path: Path | str, block_samples: int = 30 * SAMPLE_RATE) -> Ite
             yield np.concatenate(pending)
         if decoded == 0:
             raise AudioError(path, "contains no decodable audio")
+        expected = _trusted_length(path, container, stream)
+        got = decoded / SAMPLE_RATE
+        if expected and got < expected * TRUNCATED_SHARE and expected - got > TRUNCATED_SECONDS:
+            raise AudioError(
+                path, f"truncated: only {got:.1f} s of the {expected:.1f} s its header declares"
+            )
 
 
 def _frames(container, stream, resampler) -> Iterator[av.AudioFrame]:
