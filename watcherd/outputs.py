@@ -18,6 +18,7 @@ from pathlib import Path
 
 from watcherd import __version__, faults
 from watcherd.engine.transcript import Transcript
+from watcherd.subtitles import Layout, cues, escape_vtt
 
 TEMP_SUFFIX = ".tmp"
 
@@ -34,21 +35,20 @@ def render_txt(t: Transcript) -> str:
     return "".join(f"{s.text.strip()}\n" for s in t.segments if s.text.strip())
 
 
-def render_srt(t: Transcript) -> str:
-    cues = [
-        f"{n}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-        for n, s in enumerate((s for s in t.segments if s.text.strip()), start=1)
+def render_srt(t: Transcript, layout: Layout | None = None) -> str:
+    blocks = [
+        f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{c.text()}\n"
+        for n, c in enumerate(cues(t.segments, layout or Layout()), start=1)
     ]
-    return "\n".join(cues)
+    return "\n".join(blocks)
 
 
-def render_vtt(t: Transcript) -> str:
-    cues = [
-        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n"
-        for s in t.segments
-        if s.text.strip()
+def render_vtt(t: Transcript, layout: Layout | None = None) -> str:
+    blocks = [
+        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{c.text(escape_vtt)}\n"
+        for c in cues(t.segments, layout or Layout())
     ]
-    return "WEBVTT\n\n" + "\n".join(cues)
+    return "WEBVTT\n\n" + "\n".join(blocks)
 
 
 def render_json(t: Transcript) -> str:
