@@ -32,6 +32,7 @@ class RowResult:
     avg_logprob: float
     no_speech_prob: float
     temperature: float
+    token_logprobs: tuple[float, ...] = ()  # one per token, for word probabilities
 
 
 class _State:
@@ -200,7 +201,7 @@ class BatchDecoder:
         new.last_is_ts = mx.where(live, is_ts, state.last_is_ts)
         new.last_ts = mx.where(live & is_ts, chosen, state.last_ts)
         new.done = state.done | (chosen == self.eot)
-        return chosen, self_kv, new.tree()
+        return chosen, chosen_lp, self_kv, new.tree()
 
     # --- decoding a batch ------------------------------------------------------------
 
@@ -226,23 +227,26 @@ class BatchDecoder:
         no_speech = self._no_speech_probs(tokens, cross_kv, sot_index)
 
         sampled: list[mx.array] = []
+        logprobs: list[mx.array] = []
         pos = mx.array(0, dtype=mx.int32)
         keys = mx.random.split(mx.random.key(seed), self.sample_len)
         limit = min(self.sample_len, self.n_ctx - len(prefix))
         for i in range(limit):
-            chosen, self_kv, state = self._step(
+            chosen, logprob, self_kv, state = self._step(
                 tokens, pos, self_kv, cross_kv, state, temperature, keys[i], i == 0
             )
             pos = pos + tokens.shape[1]
             tokens = chosen[:, None]
             sampled.append(chosen)
-            mx.async_eval(chosen, state)
+            logprobs.append(logprob)
+            mx.async_eval(chosen, logprob, state)
             if i % SYNC_EVERY == SYNC_EVERY - 1:
                 if check is not None:
                     check()
                 if bool(mx.all(state[3])):
                     break
         matrix = np.array(mx.stack(sampled, axis=1)) if sampled else np.zeros((batch, 0))
+        lps = np.array(mx.stack(logprobs, axis=1)) if logprobs else np.zeros((batch, 0))
         sum_logprob, count = np.array(state[4]), np.array(state[5])
         results = []
         for row in range(batch):
@@ -253,6 +257,7 @@ class BatchDecoder:
                 avg_logprob=float(sum_logprob[row]) / max(int(count[row]), 1),
                 no_speech_prob=float(no_speech[row]),
                 temperature=temperature,
+                token_logprobs=tuple(lps[row, : len(seq)].tolist()),
             ))  # fmt: skip
         return results
 

@@ -23,7 +23,7 @@ from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
 
-from watcherd.engine import audio, chunks, encoder, segments
+from watcherd.engine import alignment, audio, chunks, encoder, segments
 from watcherd.engine.decoder import BatchDecoder, RowResult
 from watcherd.engine.models import LoadedModel
 from watcherd.engine.options import DecodeOptions
@@ -99,10 +99,14 @@ def decode_with_fallback(
     prefix: list[int],
     options: DecodeOptions,
     check: Callable[[], None] | None = None,
+    cross_kv: list[tuple[mx.array, mx.array]] | None = None,
 ) -> list[RowResult]:
-    """Decode every row greedily; retry only the rows that fail, at higher temperatures."""
+    """Decode every row greedily; retry only the rows that fail, at higher temperatures.
+    `cross_kv`: the features' cross-attention keys/values, if the caller has them already."""
     temperatures = options.temperatures or (0.0,)
-    results = decoder.decode(decoder.cross_kv(features), prefix, temperatures[0], check=check)
+    cross_kv = cross_kv or decoder.cross_kv(features)
+    results = decoder.decode(cross_kv, prefix, temperatures[0], check=check)
+    del cross_kv  # the retries need only their rows' keys/values
     for temperature in temperatures[1:]:
         texts = [
             decoder.tokenizer.decode([t for t in r.tokens if t < decoder.eot]) for r in results
@@ -226,15 +230,20 @@ def transcribe(
                 *prefix,
             ]
         decoder = _decoder(loaded, tokenizer)
-        for chunk, result in zip(
-            batch, decode_with_fallback(decoder, features, prefix, options, check), strict=True
-        ):
-            if _silent(result, options):
-                continue
+        # Word timestamps reuse the decoder's cross-attention keys/values: kept only then.
+        cross = decoder.cross_kv(features) if options.word_timestamps else None
+        results = decode_with_fallback(decoder, features, prefix, options, check, cross)
+        spoken = [i for i, result in enumerate(results) if not _silent(result, options)]
+        timed = alignment.word_timings(decoder, cross, results, batch, spoken) if cross else {}
+        del cross
+        for i in spoken:
+            chunk, result = batch[i], results[i]
             parsed, complete = segments.parse(
                 result.tokens, tokenizer, chunk.start_seconds, chunk.seconds,
                 avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
             )  # fmt: skip
+            if i in timed:
+                parsed = alignment.attach(parsed, timed[i])
             kept, again = _settle(chunk, parsed, complete)
             found += kept
             retries.extend(again)
