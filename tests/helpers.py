@@ -23,6 +23,15 @@ def wer(reference: str, hypothesis: str) -> float:
     return jiwer.wer(ref, hyp) if hyp else 1.0
 
 
+def toml_value(value) -> str:
+    """A TOML literal: JSON's scalars are TOML's, tables are written inline."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def write_config(folder: Path, model_cache: Path, **overrides) -> Path:
     """A complete TOML config that keeps everything inside `folder`."""
     values = {
@@ -34,7 +43,7 @@ def write_config(folder: Path, model_cache: Path, **overrides) -> Path:
         "scan_interval_seconds": 60,
         "retry_backoff_seconds": 0.5,
     } | overrides
-    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    lines = [f"{key} = {toml_value(value)}" for key, value in values.items()]
     path = folder / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -58,8 +67,9 @@ def run_cli(*args: str, config: Path, home: Path, timeout: float = 120, env=None
     )
 
 
-def status_json(config: Path, home: Path) -> dict:
-    result = run_cli("status", "--json", config=config, home=home)
+def status_json(config: Path, home: Path, limit: int | None = None) -> dict:
+    extra = ("--limit", str(limit)) if limit else ()
+    result = run_cli("status", "--json", *extra, config=config, home=home)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

@@ -24,17 +24,17 @@ def clean_env(monkeypatch, tmp_path):
 
 def test_defaults_without_a_file(tmp_path):
     settings = load_settings()
-    assert settings.inboxes == [tmp_path / "home" / "Transcribe" / "inbox"]
+    assert settings.inbox_paths == [tmp_path / "home" / "Transcribe" / "inbox"]
     assert settings.model == "tiny.en"
     assert settings.formats == ["txt", "srt", "vtt", "json"]
-    assert not settings.database.is_relative_to(settings.inboxes[0])
+    assert not settings.database.is_relative_to(settings.inbox_paths[0])
 
 
 def test_file_values_are_read_and_paths_expanded(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('inboxes = ["~/a", "/b"]\nrecursive = true\nformats = ["txt"]\n')
     settings = load_settings(config)
-    assert settings.inboxes == [tmp_path / "home" / "a", Path("/b")]
+    assert settings.inbox_paths == [tmp_path / "home" / "a", Path("/b")]
     assert settings.recursive and settings.formats == ["txt"]
 
 
@@ -107,3 +107,77 @@ def test_example_config_documents_every_key_with_its_default():
 
 def test_example_config_loads_as_is():
     assert load_settings(ROOT / "config.example.toml").model == "tiny.en"
+
+
+# --- per-inbox settings ------------------------------------------------------------------
+
+PER_INBOX = """
+model = "tiny.en"
+language = "en"
+formats = ["txt", "srt"]
+
+[[inboxes]]
+path = "~/Transcribe/inbox"
+
+[[inboxes]]
+path = "~/Transcribe/french"
+model = "base"
+language = "fr"
+initial_prompt = "Assemblée nationale"
+formats = ["srt"]
+
+[[inboxes]]
+path = "~/Transcribe/anything"
+model = "base"
+language = "auto"
+task = "translate"
+word_timestamps = true
+"""
+
+
+def test_an_inbox_table_overrides_the_global_settings_for_its_files(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(PER_INBOX)
+    settings = load_settings(config)
+    home = tmp_path / "home" / "Transcribe"
+    default = settings.profile(home / "inbox" / "talk.m4a")
+    assert (default.model, default.language, default.task) == ("tiny.en", "en", "transcribe")
+    assert default.formats == ("txt", "srt") and default.initial_prompt is None
+    french = settings.profile(home / "french" / "débat.m4a")
+    assert (french.model, french.language, french.formats) == ("base", "fr", ("srt",))
+    assert french.initial_prompt == "Assemblée nationale" and french.task == "transcribe"
+    anything = settings.profile(home / "anything" / "sub" / "x.mp3")
+    assert anything.language is None, '"auto" detects even though the global fixes "en"'
+    assert anything.task == "translate" and anything.word_timestamps
+    assert settings.profile(tmp_path / "elsewhere.mp3") == default
+    assert settings.models == ["tiny.en", "base"]
+
+
+def test_plain_paths_and_tables_mix_in_one_list(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('inboxes = ["~/a", { path = "~/b", language = "de" }]\n')
+    settings = load_settings(config)
+    assert settings.inbox_paths == [tmp_path / "home" / "a", tmp_path / "home" / "b"]
+    assert settings.profile(tmp_path / "home" / "b" / "x.wav").language == "de"
+    assert settings.profile(tmp_path / "home" / "a" / "x.wav").language is None
+
+
+def test_nested_inboxes_use_the_innermost(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('inboxes = ["/in", { path = "/in/fr", language = "fr" }]\n')
+    settings = load_settings(config)
+    assert settings.profile("/in/fr/deep/x.wav").language == "fr"
+    assert settings.profile("/in/x.wav").language is None
+
+
+def test_an_unknown_key_in_an_inbox_table_is_named(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[[inboxes]]\npath = "/in"\nlangauge = "fr"\n')
+    with pytest.raises(ConfigError, match=rf"{config}: unknown key 'inboxes.0.langauge'"):
+        load_settings(config)
+
+
+def test_highlighted_subtitles_turn_word_timestamps_on(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("subtitle_highlight_words = true\n")
+    assert load_settings(config).profile("/x.wav").word_timestamps

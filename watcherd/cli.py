@@ -268,29 +268,29 @@ def transcribe(
     """Transcribe files now, without the daemon, loading the model once."""
     from watcherd import outputs
     from watcherd.engine import AudioError, ModelError
-    from watcherd.worker import decode_options, engine_for
+    from watcherd.worker import decode_options, engine_for, layout
 
     settings = _settings(config)
     log.configure(settings.log_level if not as_json else "warning")
-    engine = engine_for(settings)
-    try:
-        engine.load()
-    except ModelError as exc:
-        click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
-        sys.exit(EX_CONFIG)
     if output_dir:
         output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in paths:
+        profile = settings.profile(path)  # a file inside an inbox gets that inbox's settings
         try:
-            transcript = engine.transcribe(path, decode_options(settings))
+            transcript = engine_for(settings, profile.model).transcribe(
+                path, decode_options(profile)
+            )
             planned = outputs.plan(
                 path.absolute(),
-                settings.formats,
+                profile.formats,
                 output_dir=output_dir,
                 media_extensions=settings.media_extensions,
             )
-            written = outputs.write(transcript, planned)
+            written = outputs.write(transcript, planned, layout(settings))
+        except ModelError as exc:
+            click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
+            sys.exit(EX_CONFIG)
         except (AudioError, OSError) as exc:
             click.echo(f"watcherd: {exc}", err=True)
             failures += 1
@@ -325,12 +325,13 @@ def prepare(config: Path | None) -> None:
     from watcherd.worker import engine_for
 
     settings = _settings(config)
-    try:
-        loaded = engine_for(settings).load()
-    except ModelError as exc:
-        click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
-        sys.exit(EX_CONFIG)
-    click.echo(f"model {settings.model}: {loaded.path} ({loaded.dtype})")
+    for model in settings.models:
+        try:
+            loaded = engine_for(settings, model).load()
+        except ModelError as exc:
+            click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
+            sys.exit(EX_CONFIG)
+        click.echo(f"model {model}: {loaded.path} ({loaded.dtype})")
 
 
 @cli.group()

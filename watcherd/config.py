@@ -7,12 +7,13 @@ documented in config.example.toml; `tests/test_config.py` keeps the two in step.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
 import tomllib
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 APP = "watcherd"
@@ -23,6 +24,8 @@ MEDIA_EXTENSIONS = [
     "mpg", "ts", "webm", "wmv",
 ]  # fmt: skip
 FORMATS = ("txt", "srt", "vtt", "json")
+Format = Literal["txt", "srt", "vtt", "json"]
+Task = Literal["transcribe", "translate"]
 
 
 class ConfigError(Exception):
@@ -38,11 +41,52 @@ def _data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP, appauthor=False))
 
 
+def _expand(path: Path | str) -> Path:
+    return Path(os.path.expanduser(path)).absolute()
+
+
+class Inbox(BaseModel):
+    """A watched folder and what its files are transcribed with; unset keys inherit the
+    global settings. In TOML either a plain path or a `[[inboxes]]` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+    model: str | None = None
+    language: str | None = None  # "auto": detect, even when the global setting fixes one
+    task: Task | None = None
+    initial_prompt: str | None = None
+    formats: list[Format] | None = None
+    word_timestamps: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value):
+        return {"path": value} if isinstance(value, (str, Path)) else value
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _expand_path(cls, value: Path) -> Path:
+        return _expand(value)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that decides how one file is transcribed and written."""
+
+    model: str
+    language: str | None  # None: detect
+    task: str
+    initial_prompt: str | None
+    formats: tuple[str, ...]
+    word_timestamps: bool
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     # Watching
-    inboxes: list[Path] = Field(default_factory=lambda: [Path("~/Transcribe/inbox")])
+    inboxes: list[Inbox] = Field(default_factory=lambda: [Inbox(path="~/Transcribe/inbox")])
     recursive: bool = False
     quiet_seconds: float = Field(3.0, ge=0)
     scan_interval_seconds: float = Field(300.0, gt=0)
@@ -61,7 +105,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(0, ge=0)
     dtype: Literal["auto", "float32", "float16"] = "auto"
     language: str | None = None
-    task: Literal["transcribe", "translate"] = "transcribe"
+    task: Task = "transcribe"
     initial_prompt: str | None = None
     word_timestamps: bool = False
     model_cache_dir: Path = Field(
@@ -69,9 +113,11 @@ class Settings(BaseSettings):
     )
 
     # Outputs
-    formats: list[Literal["txt", "srt", "vtt", "json"]] = Field(
-        default_factory=lambda: list(FORMATS)
-    )
+    formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
+    subtitle_max_line_chars: int = Field(42, ge=10)
+    subtitle_max_lines: int = Field(2, ge=1)
+    subtitle_max_cue_seconds: float = Field(7.0, gt=0)
+    subtitle_highlight_words: bool = False
 
     # Logs
     log_dir: Path = Field(
@@ -81,12 +127,10 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(5_000_000, gt=0)
     log_backups: int = Field(3, ge=0)
 
-    @field_validator("inboxes", "database", "model_cache_dir", "log_dir", mode="after")
+    @field_validator("database", "model_cache_dir", "log_dir", mode="after")
     @classmethod
-    def _expand(cls, value):
-        if isinstance(value, list):
-            return [Path(os.path.expanduser(p)).absolute() for p in value]
-        return Path(os.path.expanduser(value)).absolute()
+    def _expand_paths(cls, value: Path) -> Path:
+        return _expand(value)
 
     @field_validator("media_extensions", mode="after")
     @classmethod
@@ -95,10 +139,51 @@ class Settings(BaseSettings):
 
     @field_validator("inboxes", mode="after")
     @classmethod
-    def _at_least_one_inbox(cls, value: list[Path]) -> list[Path]:
+    def _at_least_one_inbox(cls, value: list[Inbox]) -> list[Inbox]:
         if not value:
             raise ValueError("at least one inbox is needed")
+        if len({inbox.path for inbox in value}) != len(value):
+            raise ValueError("an inbox is listed twice")
         return value
+
+    @property
+    def inbox_paths(self) -> list[Path]:
+        return [inbox.path for inbox in self.inboxes]
+
+    def inbox_of(self, path: Path | str) -> Inbox | None:
+        """The inbox a file is in (the innermost, when inboxes nest)."""
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        inside = [
+            inbox
+            for inbox in self.inboxes
+            if (root := os.path.realpath(inbox.path)) == folder
+            or folder.startswith(root.rstrip(os.sep) + os.sep)
+        ]
+        return max(inside, key=lambda inbox: len(str(inbox.path)), default=None)
+
+    def profile(self, path: Path | str | None = None) -> Profile:
+        """How the file at `path` is transcribed: its inbox's overrides, else the globals."""
+        inbox = self.inbox_of(path) if path is not None else None
+
+        def pick(key: str):
+            value = getattr(inbox, key) if inbox is not None else None
+            return getattr(self, key) if value is None else value
+
+        language = pick("language")
+        return Profile(
+            model=pick("model"),
+            language=None if language in (None, "auto") else language,
+            task=pick("task"),
+            initial_prompt=pick("initial_prompt"),
+            formats=tuple(pick("formats")),
+            # highlighted subtitles are made of word timings
+            word_timestamps=pick("word_timestamps") or self.subtitle_highlight_words,
+        )
+
+    @property
+    def models(self) -> list[str]:
+        """Every model some inbox uses, the default first."""
+        return list(dict.fromkeys([self.model, *(i.model for i in self.inboxes if i.model)]))
 
     @classmethod
     def settings_customise_sources(

@@ -14,11 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from watcherd import blas, log, outputs
+from watcherd import blas, log
 from watcherd.config import Settings
 from watcherd.store import Store
-from watcherd.watcher import Watcher
-from watcherd.worker import Worker, engine_for
 
 STOP_TIMEOUT_SECONDS = 8.0
 
@@ -102,6 +100,12 @@ class Daemon:
         self._stop.set()
 
     def run(self) -> int:
+        # Imported here, not at the top: `watcherd status` imports this module for
+        # running_daemon() and must answer quickly, without loading MLX and Whisper.
+        from watcherd import outputs
+        from watcherd.watcher import Watcher
+        from watcherd.worker import Worker, engine_for
+
         settings = self.settings
         lock = InstanceLock(lock_path(settings))
         engine = engine_for(settings)
@@ -111,7 +115,7 @@ class Daemon:
             "model": settings.model,
             "backend": settings.backend,
             "blas": blas.in_use(),
-            "inboxes": [str(p) for p in settings.inboxes],
+            "inboxes": [str(p) for p in settings.inbox_paths],
         }
         lock.acquire(info)
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -124,15 +128,18 @@ class Daemon:
             requeued, failed = store.recover(settings.max_attempts)
             if requeued or failed:
                 self.log.info("recovered", requeued=requeued, failed=failed)
-            loaded = engine.load()
-            self.log.info(
-                "model_loaded",
-                model=settings.model,
-                path=str(loaded.path),
-                dtype=str(loaded.dtype),
-                seconds=round(loaded.load_seconds, 2),
-                blas=info["blas"],
-            )
+            # Every model an inbox names is converted and checked now (a bad name exits 78
+            # at start, not at the first file); the default is loaded last, to stay cached.
+            for model in reversed(settings.models):
+                loaded = engine_for(settings, model).load()
+                self.log.info(
+                    "model_loaded",
+                    model=model,
+                    path=str(loaded.path),
+                    dtype=str(loaded.dtype),
+                    seconds=round(loaded.load_seconds, 2),
+                    blas=info["blas"],
+                )
             worker = Worker(settings, store, engine)
             watcher = Watcher(settings, store, on_queued=worker.wake)
             watcher.start()

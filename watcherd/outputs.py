@@ -98,6 +98,15 @@ RENDERERS: dict[str, Callable[[Transcript], str]] = {
 }
 
 
+def render(fmt: str, transcript: Transcript, layout: Layout | None = None) -> str:
+    """One format's text; subtitles follow `layout` (line length, lines, cue length)."""
+    if fmt == "srt":
+        return render_srt(transcript, layout)
+    if fmt == "vtt":
+        return render_vtt(transcript, layout)
+    return RENDERERS[fmt](transcript)
+
+
 def _shares_stem(source: Path, media_extensions: Iterable[str]) -> bool:
     extensions = {e.lower() for e in media_extensions}
     try:
@@ -200,13 +209,15 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def write(transcript: Transcript, paths: dict[str, Path]) -> list[str]:
+def write(
+    transcript: Transcript, paths: dict[str, Path], layout: Layout | None = None
+) -> list[str]:
     """Render every format to temp files first, then rename them all into place: a failure
     (disk full, permissions) leaves no partial transcript behind."""
     temps: list[tuple[Path, Path]] = []
     try:
         for fmt, path in paths.items():
-            temps.append((_write_temp(path, RENDERERS[fmt](transcript)), path))
+            temps.append((_write_temp(path, render(fmt, transcript, layout)), path))
         for temp, path in temps:
             faults.checkpoint("outputs.rename")
             os.replace(temp, path)

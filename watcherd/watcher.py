@@ -145,7 +145,7 @@ class Watcher:
         self.store = store
         self.on_queued = on_queued
         self.extensions = set(settings.media_extensions)
-        self.inboxes = [Path(os.path.realpath(p)) for p in settings.inboxes]
+        self.inboxes = [Path(os.path.realpath(p)) for p in settings.inbox_paths]
         self.settler = Settler(settings.quiet_seconds, self._settled)
         self.log = log.get()
         self._stop = threading.Event()

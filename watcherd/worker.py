@@ -10,14 +10,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
 from watcherd import faults, log, outputs
-from watcherd.config import Settings
+from watcherd.config import Profile, Settings
 from watcherd.engine import AudioError, DecodeOptions, Engine, ModelError, Transcript
 from watcherd.store import Job, Store, path_key
+from watcherd.subtitles import Layout
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 IDLE_POLL_SECONDS = 2.0  # jobs may also arrive from other processes (`watcherd add`)
@@ -31,9 +32,9 @@ class JobStopped(Exception):
     """The job must stop now: cancelled by the user, or the daemon is shutting down."""
 
 
-def engine_for(settings: Settings) -> Engine:
+def engine_for(settings: Settings, model: str | None = None) -> Engine:
     return Engine(
-        settings.model,
+        model or settings.model,
         settings.model_cache_dir,
         settings.dtype,
         settings.backend,
@@ -42,12 +43,21 @@ def engine_for(settings: Settings) -> Engine:
     )
 
 
-def decode_options(settings: Settings) -> DecodeOptions:
+def decode_options(profile: Profile) -> DecodeOptions:
     return DecodeOptions(
-        language=settings.language,
-        task=settings.task,
-        initial_prompt=settings.initial_prompt,
-        word_timestamps=settings.word_timestamps,
+        language=profile.language,
+        task=profile.task,
+        initial_prompt=profile.initial_prompt,
+        word_timestamps=profile.word_timestamps,
+    )
+
+
+def layout(settings: Settings) -> Layout:
+    return Layout(
+        max_line_chars=settings.subtitle_max_line_chars,
+        max_lines=settings.subtitle_max_lines,
+        max_cue_seconds=settings.subtitle_max_cue_seconds,
+        highlight_words=settings.subtitle_highlight_words,
     )
 
 
@@ -55,7 +65,7 @@ class Worker:
     def __init__(self, settings: Settings, store: Store, engine: Engine):
         self.settings = settings
         self.store = store
-        self.engine = engine
+        self.engines = {engine.model_name: engine}  # one per model an inbox asks for
         self.log = log.get()
         self.current: Job | None = None
         self._wake = threading.Event()
@@ -100,12 +110,13 @@ class Worker:
         joblog.info("job_started", attempt=job.attempts)
         faults.checkpoint("claimed")
         self.current = job
+        profile = self.settings.profile(job.path)
         try:
             outputs.check_writable(Path(job.path).parent)  # before spending the work
-            transcript = self.engine.transcribe(
-                job.path, decode_options(self.settings), self._progress_reporter(job)
+            transcript = self._engine(profile.model).transcribe(
+                job.path, decode_options(profile), self._progress_reporter(job)
             )
-            written = self._write(job, transcript)
+            written = self._write(job, transcript, profile.formats)
         except JobStopped:
             if self._stop.is_set():
                 self._db(self.store.requeue, job.id)
@@ -152,12 +163,17 @@ class Worker:
             segments=len(transcript.segments),
         )
 
-    def _write(self, job: Job, transcript: Transcript) -> list[str]:
+    def _engine(self, model: str) -> Engine:
+        if model not in self.engines:
+            self.engines[model] = engine_for(self.settings, model)
+        return self.engines[model]
+
+    def _write(self, job: Job, transcript: Transcript, formats: Iterable[str]) -> list[str]:
         source = Path(job.path)
         key = path_key(source)
         paths = outputs.plan(
             source,
-            self.settings.formats,
+            formats,
             media_extensions=self.settings.media_extensions,
             may_replace=lambda p: self.store.output_owner(p) == key,
         )
@@ -166,7 +182,7 @@ class Worker:
         # they are its own to replace, instead of writing `talk.m4a.txt` beside them.
         self._db(self.store.plan_outputs, job.id, [str(p) for p in paths.values()])
         faults.checkpoint("outputs.write")
-        return outputs.write(transcript, paths)
+        return outputs.write(transcript, paths, layout(self.settings))
 
     def _fail(self, job: Job, reason: str, *, transient: bool, joblog) -> None:
         retry_after = None
