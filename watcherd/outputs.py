@@ -56,6 +56,7 @@ def render_json(t: Transcript) -> str:
         "source": os.path.basename(t.source),
         "text": t.text,
         "language": t.language,
+        "language_probability": t.language_probability,
         "task": t.task,
         "model": t.model,
         "backend": t.backend,

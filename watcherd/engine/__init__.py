@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watcherd.engine import audio, lightning, models, standard
+from watcherd.engine import audio, lightning, models, repetition, standard
 from watcherd.engine.audio import AudioError
 from watcherd.engine.models import LoadedModel, ModelError
 from watcherd.engine.options import DecodeOptions
@@ -64,13 +64,14 @@ class Engine:
             raise ModelError(f"model {self.model_name!r} is English-only; language must be 'en'")
         started = time.perf_counter()
         if self.backend == "lightning":
-            segments, language, seconds = lightning.transcribe(
+            segments, language, probability, seconds = lightning.transcribe(
                 loaded, path, options, progress, vad=self.vad, batch_size=self.batch_size or None
             )
         else:
             samples = audio.load_audio(path)
             segments, language = standard.transcribe(loaded, samples, options, progress)
-            seconds = samples.size / audio.SAMPLE_RATE
+            segments = repetition.cut_segment_loops(segments)
+            seconds, probability = samples.size / audio.SAMPLE_RATE, None
         return Transcript(
             source=str(path),
             segments=tuple(segments),
@@ -80,4 +81,5 @@ class Engine:
             processing_seconds=round(time.perf_counter() - started, 3),
             task=options.task,
             backend=self.backend,
+            language_probability=None if probability is None else round(probability, 4),
         )

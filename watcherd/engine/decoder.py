@@ -39,7 +39,10 @@ class _State:
     """Per-row timestamp-rule state, on the device."""
 
     def __init__(self, batch: int):
-        self.last_is_ts = mx.zeros((batch,), dtype=mx.bool_)
+        # As in Whisper, a sequence shorter than two tokens counts as ending in a timestamp
+        # pair, so the first timestamp is followed by text, not by a second timestamp.
+        # (The first step has its own rule: it must be a timestamp.)
+        self.last_is_ts = mx.ones((batch,), dtype=mx.bool_)
         self.penult_is_ts = mx.ones((batch,), dtype=mx.bool_)
         self.last_ts = mx.full((batch,), -1, dtype=mx.int32)  # last timestamp token, or -1
         self.done = mx.zeros((batch,), dtype=mx.bool_)

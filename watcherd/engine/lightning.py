@@ -23,7 +23,7 @@ from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
 
-from watcherd.engine import alignment, audio, chunks, encoder, segments
+from watcherd.engine import alignment, audio, chunks, encoder, repetition, segments
 from watcherd.engine.decoder import BatchDecoder, RowResult
 from watcherd.engine.models import LoadedModel
 from watcherd.engine.options import DecodeOptions
@@ -34,6 +34,7 @@ MAX_BATCH = 8
 MEMORY_SHARE = 0.25  # of the available memory, for the batch's attention caches
 GAP_SECONDS = 2.0  # skipped audio worth a second decode
 GAP_MIN_RMS = 0.01  # about -40 dBFS: quieter stretches are silence
+AUDIBLE_RMS = 0.001  # -60 dBFS: a chunk with nothing louder is not decoded at all
 
 Progress = Callable[[float], None]
 
@@ -85,12 +86,36 @@ def _failed(result: RowResult, text: str, options: DecodeOptions) -> bool:
     return options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
 
 
-def _silent(result: RowResult, options: DecodeOptions) -> bool:
-    """Whisper's no-speech test: the model says no speech and the text is improbable."""
-    if options.no_speech_threshold is None or np.isnan(result.no_speech_prob):
+def _silent(result: RowResult, options: DecodeOptions, final: bool = False) -> bool:
+    """No speech in this row, by any of three tests: Whisper's (the model says no speech
+    and the text is improbable); doubt (the model leans to no speech and the text is not
+    clearly likely); and, once the fallback is over (`final`), every temperature failed
+    and the lower `fallback_no_speech_threshold` is passed."""
+    no_speech, logprob = result.no_speech_prob, result.avg_logprob
+    if np.isnan(no_speech):
         return False
-    improbable = options.logprob_threshold is None or result.avg_logprob < options.logprob_threshold
-    return result.no_speech_prob > options.no_speech_threshold and improbable
+
+    def above(threshold: float | None) -> bool:
+        return threshold is not None and no_speech > threshold
+
+    floor = options.logprob_threshold
+    improbable = floor is None or logprob < floor
+    if above(options.no_speech_threshold) and improbable:
+        return True
+    unsure = options.doubt_logprob_threshold
+    if above(options.doubt_no_speech_threshold) and unsure is not None and logprob < unsure:
+        return True
+    failed = final and floor is not None and improbable
+    return failed and above(options.fallback_no_speech_threshold)
+
+
+def _best(attempts: list[RowResult], texts: list[str], options: DecodeOptions) -> RowResult:
+    """When every temperature failed, the likeliest attempt that is not repetitive (as
+    faster-whisper does), rather than the last, most random one."""
+    threshold = options.compression_ratio_threshold
+    fluent = [a for a, t in zip(attempts, texts, strict=True)
+              if not threshold or compression_ratio(t) <= threshold]  # fmt: skip
+    return max(fluent or attempts, key=lambda a: a.avg_logprob)
 
 
 def decode_with_fallback(
@@ -107,18 +132,28 @@ def decode_with_fallback(
     cross_kv = cross_kv or decoder.cross_kv(features)
     results = decoder.decode(cross_kv, prefix, temperatures[0], check=check)
     del cross_kv  # the retries need only their rows' keys/values
-    for temperature in temperatures[1:]:
-        texts = [
-            decoder.tokenizer.decode([t for t in r.tokens if t < decoder.eot]) for r in results
-        ]
-        retry = [i for i, (r, text) in enumerate(zip(results, texts, strict=True))
-                 if _failed(r, text, options) and not _silent(r, options)]  # fmt: skip
+
+    def text(result: RowResult) -> str:
+        return decoder.tokenizer.decode([t for t in result.tokens if t < decoder.eot])
+
+    attempts: dict[int, list[RowResult]] = {}  # a failed row's attempts so far
+    retry = list(range(len(results)))
+    for temperature in (*temperatures[1:], None):
+        retry = [i for i in retry
+                 if _failed(results[i], text(results[i]), options)
+                 and not _silent(results[i], options)]  # fmt: skip
+        for i in retry:
+            attempts.setdefault(i, []).append(results[i])
         if not retry:
+            return results
+        if temperature is None:  # every temperature failed these rows
             break
         subset = features[mx.array(retry)]
         again = decoder.decode(decoder.cross_kv(subset), prefix, temperature, check=check)
         for i, result in zip(retry, again, strict=True):
             results[i] = result
+    for i in retry:
+        results[i] = _best(attempts[i], [text(a) for a in attempts[i]], options)
     return results
 
 
@@ -135,10 +170,19 @@ def _batched(
         yield batch
 
 
+def _audible(samples: np.ndarray) -> bool:
+    """Whether any 100 ms rises above digital silence (-60 dBFS)."""
+    return _peak_rms(samples) >= AUDIBLE_RMS
+
+
+def _peak_rms(samples: np.ndarray) -> float:
+    frames = samples[: samples.size // 1600 * 1600].reshape(-1, 1600)
+    return float(np.sqrt((frames**2).mean(axis=1)).max()) if frames.size else 0.0
+
+
 def _loud(samples: np.ndarray) -> bool:
     """Whether any 100 ms of these samples is above the silence level."""
-    frames = samples[: samples.size // 1600 * 1600].reshape(-1, 1600)
-    return bool(frames.size) and float(np.sqrt((frames**2).mean(axis=1)).max()) >= GAP_MIN_RMS
+    return _peak_rms(samples) >= GAP_MIN_RMS
 
 
 def skipped(chunk: chunks.Chunk, parsed: list[Segment]) -> list[chunks.Chunk]:
@@ -178,10 +222,17 @@ def _settle(
     return parsed, skipped(chunk, parsed)
 
 
-def _detect_language(loaded: LoadedModel, features: mx.array) -> str:
+def detect(loaded: LoadedModel, features: mx.array, weights: list[float]) -> tuple[str, float]:
+    """The language of a batch of chunks, and its probability: every row's language
+    probabilities averaged, weighted by its length. One short chunk alone is unreliable
+    (base calls 0.6 s of French English, p = 0.71, or Turkish, Hindi...)."""
     tokenizer = get_tokenizer(True, num_languages=loaded.num_languages)
-    _, probs = detect_language(loaded.model, features[:1], tokenizer)
-    return max(probs[0], key=probs[0].get)
+    _, probs = detect_language(loaded.model, features, tokenizer)
+    total = sum(weights) or 1.0
+    mean = {code: sum(w * p[code] for w, p in zip(weights, probs, strict=True)) / total
+            for code in probs[0]}  # fmt: skip
+    language = max(mean, key=mean.get)
+    return language, float(mean[language])
 
 
 def transcribe(
@@ -192,8 +243,9 @@ def transcribe(
     *,
     vad: bool = True,
     batch_size: int | None = None,
-) -> tuple[list[Segment], str, float]:
-    """Transcribe a file; returns (segments, language, audio seconds)."""
+) -> tuple[list[Segment], str, float | None, float]:
+    """Transcribe a file; returns (segments, language, the language's probability if it
+    was detected, audio seconds)."""
     report = progress or (lambda fraction: None)
     total = audio.probe_seconds(path) or 0.0
     decoded = [0]
@@ -204,7 +256,9 @@ def transcribe(
             yield block
 
     stream = chunks.speech_chunks(blocks()) if vad else chunks.tiles(blocks())
+    stream = (chunk for chunk in stream if _audible(chunk.samples))  # nothing to decode
     language = options.language if loaded.multilingual else "en"
+    probability: float | None = None
     size = batch_size or auto_batch_size(loaded)
     n_mels = loaded.model.dims.n_mels
     found: list[Segment] = []
@@ -219,7 +273,7 @@ def transcribe(
             loaded.model.encoder, mx.stack([_mel(c, n_mels) for c in batch]), check
         )
         if language is None:
-            language = _detect_language(loaded, features)
+            language, probability = detect(loaded, features, [c.seconds for c in batch])
         tokenizer = _tokenizer(loaded, language, options.task)
         prefix = list(tokenizer.sot_sequence)
         if options.initial_prompt:
@@ -233,7 +287,7 @@ def transcribe(
         # Word timestamps reuse the decoder's cross-attention keys/values: kept only then.
         cross = decoder.cross_kv(features) if options.word_timestamps else None
         results = decode_with_fallback(decoder, features, prefix, options, check, cross)
-        spoken = [i for i, result in enumerate(results) if not _silent(result, options)]
+        spoken = [i for i, result in enumerate(results) if not _silent(result, options, True)]
         timed = alignment.word_timings(decoder, cross, results, batch, spoken) if cross else {}
         del cross
         for i in spoken:
@@ -244,6 +298,8 @@ def transcribe(
             )  # fmt: skip
             if i in timed:
                 parsed = alignment.attach(parsed, timed[i])
+            # What is still a loop after the fallback is cut to its first occurrence.
+            parsed = repetition.cut_segment_loops(parsed)
             kept, again = _settle(chunk, parsed, complete)
             found += kept
             retries.extend(again)
@@ -253,4 +309,4 @@ def transcribe(
     report(1.0)
     found.sort(key=lambda segment: segment.start)  # tails finish after later chunks
     audio_seconds = decoded[0] / audio.SAMPLE_RATE
-    return found, language or "en", audio_seconds
+    return found, language or "en", probability, audio_seconds

@@ -33,6 +33,7 @@ class Transcript:
     processing_seconds: float
     task: str = "transcribe"
     backend: str = ""
+    language_probability: float | None = None  # None: set, not detected
 
     @property
     def text(self) -> str:
