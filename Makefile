@@ -1,6 +1,6 @@
 # make run   - set up on first use, then run the daemon in the foreground
 # make test  - set up on first use, then lint and run the whole test suite
-# make bench - speed, accuracy and memory against peers (see bench/README.md)
+# make bench - speed, accuracy and memory against peers (see README.md, "Benchmark")
 
 PYTHON ?= python3
 VENV   := .venv

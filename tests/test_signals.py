@@ -41,7 +41,8 @@ def job(config, home) -> dict:
 
 
 def transcribing(config, home) -> bool:
-    return job(config, home)["state"] == "running"
+    jobs = status_json(config, home)["jobs"]  # empty until the file has settled
+    return bool(jobs) and jobs[0]["state"] == "running"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
