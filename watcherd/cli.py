@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from watcherd import __version__, log
+from watcherd import __version__
 from watcherd.config import ConfigError, Settings, load_settings
 from watcherd.store import STATES
 
@@ -48,8 +48,10 @@ def cli() -> None:
 @config_option
 def run(config: Path | None) -> None:
     """Run the daemon in the foreground (launchd and systemd start it this way)."""
-    from watcherd.daemon import AlreadyRunning, Daemon
+    from watcherd import log
+    from watcherd.daemon import Daemon
     from watcherd.engine import ModelError
+    from watcherd.instance import AlreadyRunning
 
     settings = _settings(config)
     log.configure(
@@ -103,7 +105,7 @@ def _open_store(settings: Settings, readonly: bool = False):
 @click.option("--limit", default=20, show_default=True, help="How many recent jobs to list.")
 def status(config: Path | None, as_json: bool, limit: int) -> None:
     """Show the queue: counts per state, the running job, the latest jobs."""
-    from watcherd.daemon import running_daemon
+    from watcherd.instance import running_daemon
 
     settings = _settings(config)
     daemon = running_daemon(settings)
@@ -266,7 +268,7 @@ def transcribe(
     config: Path | None, paths: tuple[Path, ...], output_dir: Path | None, as_json: bool
 ) -> None:
     """Transcribe files now, without the daemon, loading the model once."""
-    from watcherd import outputs
+    from watcherd import log, outputs
     from watcherd.engine import AudioError, ModelError
     from watcherd.worker import decode_options, engine_for, layout
 

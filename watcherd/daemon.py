@@ -6,86 +6,33 @@ puts the running job back in the queue, closes the database and exits 0.
 
 from __future__ import annotations
 
-import fcntl
-import json
+import contextlib
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
-from watcherd import blas, log
+from watcherd import blas, log, outputs
 from watcherd.config import Settings
+from watcherd.instance import InstanceLock, lock_path
 from watcherd.store import Store
+from watcherd.watcher import Watcher
+from watcherd.worker import Worker, engine_for
 
 STOP_TIMEOUT_SECONDS = 8.0
+NICENESS = 10  # a background transcriber must not make the desktop (or `status`) sluggish
 
 
-class AlreadyRunning(RuntimeError):
-    def __init__(self, pid: int | None, lock_path: Path):
-        super().__init__(
-            f"watcherd is already running (pid {pid or 'unknown'}) on this database; "
-            f"lock: {lock_path}"
-        )
-        self.pid = pid
-
-
-def lock_path(settings: Settings) -> Path:
-    return settings.database.with_name(settings.database.name + ".lock")
-
-
-class InstanceLock:
-    """An exclusive flock beside the database. The kernel drops it when the process dies,
-    even by kill -9, so a stale lock never blocks the next start."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self, info: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(read_lock_info(self.path).get("pid"), self.path) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(info).encode())
-        os.fsync(fd)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-def read_lock_info(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
-
-
-def running_daemon(settings: Settings) -> dict | None:
-    """The running daemon's info (pid, start time, model, ...), or None if none runs."""
-    path = lock_path(settings)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return read_lock_info(path) or {"pid": None}
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+def lower_priority(niceness: int = NICENESS) -> None:
+    """Run at background priority. Linux keeps niceness per thread, so every thread that
+    exists already is lowered too (OpenBLAS starts its pool when the library loads);
+    threads started later inherit it."""
+    target = max(os.getpriority(os.PRIO_PROCESS, 0), niceness)
+    tasks = Path("/proc/self/task")
+    for tid in [int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [0]:
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.setpriority(os.PRIO_PROCESS, tid, target)
 
 
 class Daemon:
@@ -100,12 +47,6 @@ class Daemon:
         self._stop.set()
 
     def run(self) -> int:
-        # Imported here, not at the top: `watcherd status` imports this module for
-        # running_daemon() and must answer quickly, without loading MLX and Whisper.
-        from watcherd import outputs
-        from watcherd.watcher import Watcher
-        from watcherd.worker import Worker, engine_for
-
         settings = self.settings
         lock = InstanceLock(lock_path(settings))
         engine = engine_for(settings)
@@ -118,6 +59,7 @@ class Daemon:
             "inboxes": [str(p) for p in settings.inbox_paths],
         }
         lock.acquire(info)
+        lower_priority()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
         store = Store(settings.database, busy_timeout=settings.busy_timeout_seconds)
