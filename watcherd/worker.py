@@ -177,7 +177,6 @@ class Worker:
             media_extensions=self.settings.media_extensions,
             may_replace=lambda p: self.store.output_owner(p) == key,
         )
-        outputs.discard_temps(job.outputs)  # an earlier attempt's, if it was killed
         # Claim the names before writing: a retry after a crash mid-write then knows
         # they are its own to replace, instead of writing `talk.m4a.txt` beside them.
         self._db(self.store.plan_outputs, job.id, [str(p) for p in paths.values()])
