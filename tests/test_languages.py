@@ -62,7 +62,7 @@ def test_a_short_first_chunk_does_not_decide_the_language(base, audio_dir, tmp_p
     assert len(found) == 2 and found[0].seconds < 2, "the short chunk is a chunk of its own"
     loaded = base.load()
     mels = mx.stack([lightning._mel(c, loaded.model.dims.n_mels) for c in found])
-    features = encoder.encode(loaded.model.encoder, mels)
+    features = encoder.encode(loaded.model, mels)
     alone, _ = lightning.detect(loaded, features[:1], [found[0].seconds])
     assert alone != "fr", "the first chunk alone misleads: the averaging is what helps"
     transcript = base.transcribe(write_wav(tmp_path / "pause.wav", samples))

@@ -71,10 +71,10 @@ def test_batched_decoding_gives_the_same_text_as_one_at_a_time(engine, medley):
     mels = [lightning._mel(p, loaded.model.dims.n_mels) for p in pieces]
     prefix = list(tokenizer.sot_sequence)
     together = decoder.decode(
-        decoder.cross_kv(encoder.encode(loaded.model.encoder, mx.stack(mels))), prefix
+        decoder.cross_kv(encoder.encode(loaded.model, mx.stack(mels))), prefix
     )
     alone = [
-        decoder.decode(decoder.cross_kv(encoder.encode(loaded.model.encoder, m[None])), prefix)[0]
+        decoder.decode(decoder.cross_kv(encoder.encode(loaded.model, m[None])), prefix)[0]
         for m in mels
     ]
     assert [r.tokens for r in together] == [r.tokens for r in alone]

@@ -158,7 +158,7 @@ def _merge_punctuation(words: list[_Timing]) -> list[_Timing]:
 
 def word_timings(
     decoder: BatchDecoder,
-    cross_kv: list[tuple[mx.array, mx.array]],
+    cross_kv: list[tuple],
     results: list[RowResult],
     batch: list[Chunk],
     rows: list[int],
@@ -173,9 +173,12 @@ def word_timings(
     texts = {i: [t for tokens, _ in grouped[i] for t in tokens] for i in rows}
     length = len(prompt) + 1 + max(len(t) for t in texts.values())
     padded = [(prompt + texts[i] + [tokenizer.eot] * length)[:length] for i in rows]
+    on_numpy = isinstance(cross_kv[0][0], np.ndarray)  # the decoder's CPU path
     if len(rows) < cross_kv[0][0].shape[0]:
-        pick = mx.array(rows)
+        pick = rows if on_numpy else mx.array(rows)
         cross_kv = [(k[pick], v[pick]) for k, v in cross_kv]
+    if on_numpy:
+        cross_kv = [(mx.array(k), mx.array(v)) for k, v in cross_kv]
     scores = _alignment_scores(decoder.model, mx.array(padded), cross_kv)
     timed: dict[int, list[Group]] = {}
     for r, i in enumerate(rows):

@@ -7,8 +7,10 @@ It reuses mlx-whisper's decoder weights but runs its own forward pass, shaped fo
 - the self-attention cache is preallocated to the full text context and written in place,
   so every step has the same shapes (an `mx.compile`d step measured no faster on the CPU,
   and compiling each new batch size stalled the first file for seconds, so it is not);
-- Whisper's timestamp rules run vectorised on the device, with no per-row Python loop
-  and no host sync per step.
+- Whisper's timestamp rules run vectorised, with no per-row Python loop; on a GPU they
+  stay on the device, with no host sync per step.
+On the CPU the forward pass is NumPy's (`cpu.Decoder`); the rules and the selection are
+written once for both array libraries (`xp`: `mlx.core` or `numpy`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import mlx.nn as nn
 import numpy as np
 from mlx_whisper.tokenizer import Tokenizer
 from mlx_whisper.whisper import Whisper
+
+from watcherd.engine import cpu
 
 SYNC_EVERY = 8  # steps between checks that every row has ended
 TIME_PRECISION = 0.02  # seconds per timestamp token
@@ -35,19 +39,29 @@ class RowResult:
     token_logprobs: tuple[float, ...] = ()  # one per token, for word probabilities
 
 
-class _State:
-    """Per-row timestamp-rule state, on the device."""
+def _logsumexp(xp, x):
+    """log(sum(exp(x))) over the last axis, kept; -inf for a row of -inf."""
+    if xp is mx:
+        return mx.logsumexp(x, axis=-1, keepdims=True)
+    top = x.max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True))
 
-    def __init__(self, batch: int):
+
+class _State:
+    """Per-row timestamp-rule state, as `xp` arrays."""
+
+    def __init__(self, batch: int, xp=mx):
         # As in Whisper, a sequence shorter than two tokens counts as ending in a timestamp
         # pair, so the first timestamp is followed by text, not by a second timestamp.
         # (The first step has its own rule: it must be a timestamp.)
-        self.last_is_ts = mx.ones((batch,), dtype=mx.bool_)
-        self.penult_is_ts = mx.ones((batch,), dtype=mx.bool_)
-        self.last_ts = mx.full((batch,), -1, dtype=mx.int32)  # last timestamp token, or -1
-        self.done = mx.zeros((batch,), dtype=mx.bool_)
-        self.sum_logprob = mx.zeros((batch,), dtype=mx.float32)
-        self.count = mx.zeros((batch,), dtype=mx.int32)
+        self.last_is_ts = xp.ones((batch,), dtype=xp.bool_)
+        self.penult_is_ts = xp.ones((batch,), dtype=xp.bool_)
+        self.last_ts = xp.full((batch,), -1, dtype=xp.int32)  # last timestamp token, or -1
+        self.done = xp.zeros((batch,), dtype=xp.bool_)
+        self.sum_logprob = xp.zeros((batch,), dtype=xp.float32)
+        self.count = xp.zeros((batch,), dtype=xp.int32)
 
     def tree(self) -> list[mx.array]:
         return [self.last_is_ts, self.penult_is_ts, self.last_ts, self.done,
@@ -85,15 +99,18 @@ class BatchDecoder:
         suppress[list(self._suppressed_tokens())] = -np.inf
         if tokenizer.no_timestamps is not None:
             suppress[tokenizer.no_timestamps] = -np.inf
-        self.suppress = mx.array(suppress)
         blank = np.zeros(n_vocab, np.float32)
         blank[tokenizer.encode(" ") + [self.eot]] = -np.inf
         first = np.full(n_vocab, -np.inf, np.float32)  # the first token must be a timestamp
         first[self.ts_begin : self.ts_begin + self.max_initial_ts + 1] = 0.0
-        self.first_mask = mx.array(blank + first)
-        self.vocab_ids = mx.arange(n_vocab, dtype=mx.int32)
+        self.net = cpu.Decoder(model) if cpu.use_numpy(model) else None
+        self.xp = np if self.net else mx
+        self.suppress = self.xp.array(suppress)
+        self.first_mask = self.xp.array(blank + first)
+        self.vocab_ids = self.xp.arange(n_vocab, dtype=self.xp.int32)
         # Evaluate now: a lazy array cannot be evaluated later from another thread.
-        mx.eval(self.suppress, self.first_mask, self.vocab_ids)
+        if self.xp is mx:
+            mx.eval(self.suppress, self.first_mask, self.vocab_ids)
 
     def _suppressed_tokens(self) -> set[int]:
         t = self.tokenizer
@@ -105,8 +122,11 @@ class BatchDecoder:
 
     # --- the forward pass ------------------------------------------------------------
 
-    def cross_kv(self, audio_features: mx.array) -> list[tuple[mx.array, mx.array]]:
-        """Project, split and scale the cross-attention keys/values once per batch."""
+    def cross_kv(self, audio_features: mx.array) -> list[tuple]:
+        """Project, split and scale the cross-attention keys/values once per batch: per
+        layer, keys (B, H, Dh, T) and values (B, H, T, Dh), as `xp` arrays."""
+        if self.net:
+            return self.net.cross_kv(np.array(audio_features, copy=False))
         batch, n_audio, _ = audio_features.shape
         result = []
         for block in self.model.decoder.blocks:
@@ -163,46 +183,58 @@ class BatchDecoder:
 
     # --- one step: forward, Whisper's logit rules, token selection ------------------
 
-    def _rules(self, logits: mx.array, state: _State, first: bool) -> mx.array:
-        ids, tb = self.vocab_ids[None, :], self.ts_begin
+    def _logits(self, tokens, pos: int, self_kv, cross_kv):
+        """Logits (B, vocab) after `tokens` (B, n) at position `pos`, and the new caches."""
+        if self.net:
+            return self.net.logits(tokens, pos, self_kv, cross_kv), self_kv
+        return self._forward(tokens, mx.array(pos, dtype=mx.int32), self_kv, cross_kv)
+
+    def _rules(self, logits, state: _State, first: bool):
+        xp, ids, tb = self.xp, self.vocab_ids[None, :], self.ts_begin
         is_ts, is_text = ids >= tb, ids < self.eot
         mask = self.suppress[None, :]
         if first:
             return logits + mask + self.first_mask[None, :]
         last, penult = state.last_is_ts[:, None], state.penult_is_ts[:, None]
         # Timestamps come in pairs: after a pair only text, after a lone one no text.
-        mask = mx.where(last & penult & is_ts, -mx.inf, mask)
-        mask = mx.where(last & ~penult & is_text, -mx.inf, mask)
+        mask = xp.where(last & penult & is_ts, -xp.inf, mask)
+        mask = xp.where(last & ~penult & is_text, -xp.inf, mask)
         # Timestamps never go backwards, and each segment has a nonzero length.
-        floor = mx.where(state.last_is_ts & ~state.penult_is_ts, state.last_ts, state.last_ts + 1)
-        floor = mx.where(state.last_ts >= 0, floor, tb)[:, None]
-        mask = mx.where(is_ts & (ids < floor), -mx.inf, mask)
+        floor = xp.where(state.last_is_ts & ~state.penult_is_ts, state.last_ts, state.last_ts + 1)
+        floor = xp.where(state.last_ts >= 0, floor, tb)[:, None]
+        mask = xp.where(is_ts & (ids < floor), -xp.inf, mask)
         logits = logits + mask
         # If the timestamps together are likelier than any single text token, take one.
         # (Compared on raw logits: the normalising constant cancels out.)
-        ts_mass = mx.logsumexp(logits[:, tb:], axis=-1, keepdims=True)
-        text_best = mx.max(logits[:, :tb], axis=-1, keepdims=True)
-        return mx.where((ts_mass > text_best) & (ids < tb), -mx.inf, logits)
+        ts_mass = _logsumexp(xp, logits[:, tb:])
+        text_best = xp.max(logits[:, :tb], axis=-1, keepdims=True)
+        return xp.where((ts_mass > text_best) & (ids < tb), -xp.inf, logits)
 
-    def _step(self, tokens, pos, self_kv, cross_kv, state_tree, temperature, key, first):
-        state = _State.from_tree(state_tree)
-        logits, self_kv = self._forward(tokens, pos, self_kv, cross_kv)
+    def _sample(self, logits, temperature: float, noise):
+        """Greedy, or a sample at `temperature` (`noise`: an MLX key or a NumPy generator)."""
+        if temperature == 0:
+            return self.xp.argmax(logits, axis=-1).astype(self.xp.int32)
+        if self.xp is mx:
+            return mx.random.categorical(logits / temperature, key=noise).astype(mx.int32)
+        gumbel = noise.gumbel(size=logits.shape).astype(np.float32)  # Gumbel-max sampling
+        return np.argmax(logits / temperature + gumbel, axis=-1).astype(np.int32)
+
+    def _step(self, tokens, pos, self_kv, cross_kv, state_tree, temperature, noise, first):
+        xp, state = self.xp, _State.from_tree(state_tree)
+        logits, self_kv = self._logits(tokens, pos, self_kv, cross_kv)
         logits = self._rules(logits, state, first)
-        if temperature > 0:  # a Python constant: greedy and sampled steps compile apart
-            chosen = mx.random.categorical(logits / temperature, key=key).astype(mx.int32)
-        else:
-            chosen = mx.argmax(logits, axis=-1).astype(mx.int32)
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        chosen_lp = mx.take_along_axis(logprobs, chosen[:, None], axis=-1)[:, 0]
+        chosen = self._sample(logits, temperature, noise)
+        logprobs = logits - _logsumexp(xp, logits)
+        chosen_lp = xp.take_along_axis(logprobs, chosen[:, None], axis=-1)[:, 0]
         live = ~state.done
-        chosen = mx.where(live, chosen, self.eot)
+        chosen = xp.where(live, chosen, self.eot)
         is_ts = chosen >= self.ts_begin
         new = _State.__new__(_State)
-        new.sum_logprob = state.sum_logprob + mx.where(live, chosen_lp, 0.0)
-        new.count = state.count + live.astype(mx.int32)
-        new.penult_is_ts = mx.where(live, state.last_is_ts, state.penult_is_ts)
-        new.last_is_ts = mx.where(live, is_ts, state.last_is_ts)
-        new.last_ts = mx.where(live & is_ts, chosen, state.last_ts)
+        new.sum_logprob = state.sum_logprob + xp.where(live, chosen_lp, 0.0)
+        new.count = state.count + live.astype(xp.int32)
+        new.penult_is_ts = xp.where(live, state.last_is_ts, state.penult_is_ts)
+        new.last_is_ts = xp.where(live, is_ts, state.last_is_ts)
+        new.last_ts = xp.where(live & is_ts, chosen, state.last_ts)
         new.done = state.done | (chosen == self.eot)
         return chosen, chosen_lp, self_kv, new.tree()
 
@@ -210,7 +242,7 @@ class BatchDecoder:
 
     def decode(
         self,
-        cross_kv: list[tuple[mx.array, mx.array]],
+        cross_kv: list[tuple],
         prefix: list[int],
         temperature: float = 0.0,
         seed: int = 0,
@@ -218,38 +250,38 @@ class BatchDecoder:
     ) -> list[RowResult]:
         """Decode every row of an encoded batch; `prefix` is the shared prompt + SOT sequence.
         `check` runs every few steps and may raise to abandon the batch (stop, cancel)."""
-        batch = cross_kv[0][0].shape[0]
-        heads = self.model.decoder.blocks[0].attn.n_head
-        head_dim = self.dims.n_text_state // heads
-        dtype = cross_kv[0][1].dtype
-        shape = (batch, heads, self.n_ctx, head_dim)
-        self_kv = [(mx.zeros(shape, dtype), mx.zeros(shape, dtype)) for _ in cross_kv]
-        state = _State(batch).tree()
-        tokens = mx.array([prefix] * batch, dtype=mx.int32)
+        xp, batch = self.xp, cross_kv[0][0].shape[0]
+        self_kv = self._empty_cache(batch, cross_kv)
+        state = _State(batch, xp).tree()
+        tokens = xp.array([prefix] * batch, dtype=xp.int32)
         sot_index = prefix.index(self.tokenizer.sot)
         no_speech = self._no_speech_probs(tokens, cross_kv, sot_index)
 
-        sampled: list[mx.array] = []
-        logprobs: list[mx.array] = []
-        pos = mx.array(0, dtype=mx.int32)
-        keys = mx.random.split(mx.random.key(seed), self.sample_len)
+        sampled, logprobs = [], []
+        if xp is mx:
+            noise = mx.random.split(mx.random.key(seed), self.sample_len)
+        else:
+            generator = np.random.default_rng(seed)
+        pos = 0
         limit = min(self.sample_len, self.n_ctx - len(prefix))
         for i in range(limit):
             chosen, logprob, self_kv, state = self._step(
-                tokens, pos, self_kv, cross_kv, state, temperature, keys[i], i == 0
-            )
-            pos = pos + tokens.shape[1]
+                tokens, pos, self_kv, cross_kv, state, temperature,
+                noise[i] if xp is mx else generator, i == 0,
+            )  # fmt: skip
+            pos += tokens.shape[1]
             tokens = chosen[:, None]
             sampled.append(chosen)
             logprobs.append(logprob)
-            mx.async_eval(chosen, logprob, state)
-            if i % SYNC_EVERY == SYNC_EVERY - 1:
-                if check is not None:
-                    check()
-                if bool(mx.all(state[3])):
-                    break
-        matrix = np.array(mx.stack(sampled, axis=1)) if sampled else np.zeros((batch, 0))
-        lps = np.array(mx.stack(logprobs, axis=1)) if logprobs else np.zeros((batch, 0))
+            if xp is mx:  # queue the step; sync only every few steps
+                mx.async_eval(chosen, logprob, state)
+            every = i % SYNC_EVERY == SYNC_EVERY - 1
+            if every and check is not None:
+                check()
+            if (every or xp is np) and bool(state[3].all()):  # NumPy's check is free
+                break
+        matrix = np.array(xp.stack(sampled, axis=1)) if sampled else np.zeros((batch, 0))
+        lps = np.array(xp.stack(logprobs, axis=1)) if logprobs else np.zeros((batch, 0))
         sum_logprob, count = np.array(state[4]), np.array(state[5])
         results = []
         for row in range(batch):
@@ -264,15 +296,20 @@ class BatchDecoder:
             ))  # fmt: skip
         return results
 
+    def _empty_cache(self, batch: int, cross_kv: list[tuple]) -> list[tuple]:
+        """Self-attention keys/values, preallocated to the whole text context."""
+        if self.net:
+            return self.net.empty_cache(batch, self.n_ctx)
+        heads = self.model.decoder.blocks[0].attn.n_head
+        shape = (batch, heads, self.n_ctx, self.dims.n_text_state // heads)
+        dtype = cross_kv[0][1].dtype
+        return [(mx.zeros(shape, dtype), mx.zeros(shape, dtype)) for _ in cross_kv]
+
     def _no_speech_probs(self, tokens, cross_kv, sot_index) -> np.ndarray:
         """P(<|nospeech|>) right after SOT, from a short separate forward pass."""
         if self.tokenizer.no_speech is None:
             return np.full(tokens.shape[0], np.nan)
-        heads = self.model.decoder.blocks[0].attn.n_head
-        shape = (tokens.shape[0], heads, self.n_ctx, self.dims.n_text_state // heads)
-        dtype = cross_kv[0][1].dtype
-        empty = [(mx.zeros(shape, dtype), mx.zeros(shape, dtype)) for _ in cross_kv]
-        logits, _ = self._forward(
-            tokens[:, : sot_index + 1], mx.array(0, dtype=mx.int32), empty, cross_kv
-        )
-        return np.array(mx.softmax(logits, axis=-1)[:, self.tokenizer.no_speech])
+        empty = self._empty_cache(tokens.shape[0], cross_kv)
+        logits, _ = self._logits(tokens[:, : sot_index + 1], 0, empty, cross_kv)
+        probs = np.exp(np.array(logits - _logsumexp(self.xp, logits)))
+        return probs[:, self.tokenizer.no_speech]

@@ -269,9 +269,7 @@ def transcribe(
 
     retries: deque[chunks.Chunk] = deque()
     for batch in _batched(stream, size, retries):
-        features = encoder.encode(
-            loaded.model.encoder, mx.stack([_mel(c, n_mels) for c in batch]), check
-        )
+        features = encoder.encode(loaded.model, mx.stack([_mel(c, n_mels) for c in batch]), check)
         if language is None:
             language, probability = detect(loaded, features, [c.seconds for c in batch])
         tokenizer = _tokenizer(loaded, language, options.task)
