@@ -87,11 +87,14 @@ class Weights:
         return self.arrays[name]
 
     def linear(self, x: np.ndarray, name: str) -> np.ndarray:
-        y = x @ self.arrays[name + ".weight"].T  # a transposed view: BLAS reads it as is
+        weight = self.arrays[name + ".weight"]
+        # One 2-D product (a stacked one would loop over the batch), by a transposed
+        # view of the weight, which BLAS reads as it is.
+        y = x.reshape(-1, x.shape[-1]) @ weight.T
         bias = self.arrays.get(name + ".bias")
         if bias is not None:
             y += bias
-        return y
+        return y.reshape(*x.shape[:-1], weight.shape[0])
 
     def layer_norm(self, x: np.ndarray, name: str) -> np.ndarray:
         centred = x - x.mean(axis=-1, keepdims=True)
@@ -120,6 +123,15 @@ def _heads(x: np.ndarray, heads: int) -> np.ndarray:
 def _merge(x: np.ndarray) -> np.ndarray:
     """(B, H, n, Dh) -> (B, n, H*Dh)."""
     return x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)
+
+
+def _cross_attention(q: np.ndarray, k_t: np.ndarray, v: np.ndarray, rows) -> np.ndarray:
+    """softmax(q k_t) v for the given rows of the batch; zeros for the others."""
+    scores = softmax_(np.stack([q[r] @ k_t[r] for r in rows]))
+    out = np.zeros_like(q)
+    for j, r in enumerate(rows):
+        out[r] = scores[j] @ v[r]
+    return out
 
 
 class Encoder:
@@ -183,6 +195,10 @@ class Decoder:
         self.heads = model.decoder.blocks[0].attn.n_head
         self.embedding = self.w["token_embedding.weight"]
         self.positions = self.w["positional_embedding"]
+        # The output projection by a contiguous (d, vocab) copy: OpenBLAS multiplies by
+        # the transposed view at half the speed (10 vs 6 ms per step at batch 8). The
+        # copy costs the embedding's size again (80 MB for tiny).
+        self.unembedding = np.ascontiguousarray(self.embedding.T)
 
     def cross_kv(self, features: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per layer: keys (B, H, Dh, T) and values (B, H, T, Dh), split and scaled once."""
@@ -202,9 +218,12 @@ class Decoder:
         return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
                 for _ in range(self.n_layer)]  # fmt: skip
 
-    def logits(self, tokens: np.ndarray, pos: int, self_kv, cross_kv) -> np.ndarray:
+    def logits(self, tokens: np.ndarray, pos: int, self_kv, cross_kv, live=None) -> np.ndarray:
         """Logits (B, vocab) after `tokens` (B, n) at position `pos`; the self-attention
-        caches are written in place."""
+        caches are written in place. Rows not in `live` (indices; all if None) have ended:
+        they skip cross-attention, a step's largest memory read (18 MB per row for tiny),
+        and their logits are meaningless."""
+        live = range(tokens.shape[0]) if live is None else live
         w = self.w
         n = tokens.shape[1]
         x = self.embedding[tokens] + self.positions[pos : pos + n]
@@ -226,7 +245,7 @@ class Decoder:
             x += w.linear(_merge(softmax_(scores) @ v_cache[:, :, :end]), f"{block}.attn.out")
             h = w.layer_norm(x, f"{block}.cross_attn_ln")
             q = _heads(w.linear(h, f"{block}.cross_attn.query"), self.heads) * scale
-            x += w.linear(_merge(softmax_(q @ k_t) @ v), f"{block}.cross_attn.out")
+            x += w.linear(_merge(_cross_attention(q, k_t, v, live)), f"{block}.cross_attn.out")
             hidden = w.linear(w.layer_norm(x, f"{block}.mlp_ln"), f"{block}.mlp1")
             x += w.linear(gelu_(hidden), f"{block}.mlp2")
-        return w.layer_norm(x[:, -1], "ln") @ self.embedding.T
+        return w.layer_norm(x[:, -1], "ln") @ self.unembedding

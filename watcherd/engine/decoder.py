@@ -105,12 +105,16 @@ class BatchDecoder:
         first[self.ts_begin : self.ts_begin + self.max_initial_ts + 1] = 0.0
         self.net = cpu.Decoder(model) if cpu.use_numpy(model) else None
         self.xp = np if self.net else mx
-        self.suppress = self.xp.array(suppress)
-        self.first_mask = self.xp.array(blank + first)
-        self.vocab_ids = self.xp.arange(n_vocab, dtype=self.xp.int32)
+        no_text = np.zeros(self.ts_begin, np.float32)
+        no_text[: self.eot] = -np.inf
+        xp = self.xp
+        self.suppress = xp.array(suppress[: self.ts_begin])  # no timestamp is suppressed
+        self.first_mask = xp.array(suppress + blank + first)
+        self.no_text = xp.array(no_text)
+        self.stamp_ids = xp.arange(n_vocab - self.ts_begin, dtype=xp.int32)
         # Evaluate now: a lazy array cannot be evaluated later from another thread.
-        if self.xp is mx:
-            mx.eval(self.suppress, self.first_mask, self.vocab_ids)
+        if xp is mx:
+            mx.eval(self.suppress, self.first_mask, self.no_text, self.stamp_ids)
 
     def _suppressed_tokens(self) -> set[int]:
         t = self.tokenizer
@@ -183,32 +187,35 @@ class BatchDecoder:
 
     # --- one step: forward, Whisper's logit rules, token selection ------------------
 
-    def _logits(self, tokens, pos: int, self_kv, cross_kv):
-        """Logits (B, vocab) after `tokens` (B, n) at position `pos`, and the new caches."""
+    def _logits(self, tokens, pos: int, self_kv, cross_kv, done=None):
+        """Logits (B, vocab) after `tokens` (B, n) at position `pos`, and the new caches.
+        Rows `done` (a mask) may get any logits: on the CPU they skip cross-attention."""
         if self.net:
-            return self.net.logits(tokens, pos, self_kv, cross_kv), self_kv
+            live = None if done is None else np.flatnonzero(~done)
+            return self.net.logits(tokens, pos, self_kv, cross_kv, live), self_kv
         return self._forward(tokens, mx.array(pos, dtype=mx.int32), self_kv, cross_kv)
 
     def _rules(self, logits, state: _State, first: bool):
-        xp, ids, tb = self.xp, self.vocab_ids[None, :], self.ts_begin
-        is_ts, is_text = ids >= tb, ids < self.eot
-        mask = self.suppress[None, :]
+        """Whisper's suppression and timestamp rules, on the text and timestamp columns
+        apart, so that each rule touches only the columns it is about."""
+        xp, tb = self.xp, self.ts_begin
         if first:
-            return logits + mask + self.first_mask[None, :]
+            return logits + self.first_mask[None, :]
+        text = logits[:, :tb] + self.suppress[None, :]
         last, penult = state.last_is_ts[:, None], state.penult_is_ts[:, None]
-        # Timestamps come in pairs: after a pair only text, after a lone one no text.
-        mask = xp.where(last & penult & is_ts, -xp.inf, mask)
-        mask = xp.where(last & ~penult & is_text, -xp.inf, mask)
+        # Timestamps come in pairs: after a lone one no text (end-of-text may follow),
+        # after a pair no timestamp.
+        text = xp.where(last & ~penult, text + self.no_text[None, :], text)
         # Timestamps never go backwards, and each segment has a nonzero length.
         floor = xp.where(state.last_is_ts & ~state.penult_is_ts, state.last_ts, state.last_ts + 1)
-        floor = xp.where(state.last_ts >= 0, floor, tb)[:, None]
-        mask = xp.where(is_ts & (ids < floor), -xp.inf, mask)
-        logits = logits + mask
+        floor = xp.where(state.last_ts >= 0, floor, tb)[:, None] - tb
+        stamps = xp.where((last & penult) | (self.stamp_ids[None, :] < floor), -xp.inf,
+                          logits[:, tb:])  # fmt: skip
         # If the timestamps together are likelier than any single text token, take one.
         # (Compared on raw logits: the normalising constant cancels out.)
-        ts_mass = _logsumexp(xp, logits[:, tb:])
-        text_best = xp.max(logits[:, :tb], axis=-1, keepdims=True)
-        return xp.where((ts_mass > text_best) & (ids < tb), -xp.inf, logits)
+        ts_mass = _logsumexp(xp, stamps)
+        text = xp.where(ts_mass > xp.max(text, axis=-1, keepdims=True), -xp.inf, text)
+        return xp.concatenate([text, stamps], axis=1)
 
     def _sample(self, logits, temperature: float, noise):
         """Greedy, or a sample at `temperature` (`noise`: an MLX key or a NumPy generator)."""
@@ -221,11 +228,11 @@ class BatchDecoder:
 
     def _step(self, tokens, pos, self_kv, cross_kv, state_tree, temperature, noise, first):
         xp, state = self.xp, _State.from_tree(state_tree)
-        logits, self_kv = self._logits(tokens, pos, self_kv, cross_kv)
+        logits, self_kv = self._logits(tokens, pos, self_kv, cross_kv, state.done)
         logits = self._rules(logits, state, first)
         chosen = self._sample(logits, temperature, noise)
-        logprobs = logits - _logsumexp(xp, logits)
-        chosen_lp = xp.take_along_axis(logprobs, chosen[:, None], axis=-1)[:, 0]
+        total = _logsumexp(xp, logits)
+        chosen_lp = (xp.take_along_axis(logits, chosen[:, None], axis=-1) - total)[:, 0]
         live = ~state.done
         chosen = xp.where(live, chosen, self.eot)
         is_ts = chosen >= self.ts_begin
@@ -251,7 +258,8 @@ class BatchDecoder:
         """Decode every row of an encoded batch; `prefix` is the shared prompt + SOT sequence.
         `check` runs every few steps and may raise to abandon the batch (stop, cancel)."""
         xp, batch = self.xp, cross_kv[0][0].shape[0]
-        self_kv = self._empty_cache(batch, cross_kv)
+        limit = min(self.sample_len, self.n_ctx - len(prefix))
+        self_kv = self._empty_cache(batch, cross_kv, len(prefix) + limit)
         state = _State(batch, xp).tree()
         tokens = xp.array([prefix] * batch, dtype=xp.int32)
         sot_index = prefix.index(self.tokenizer.sot)
@@ -263,7 +271,6 @@ class BatchDecoder:
         else:
             generator = np.random.default_rng(seed)
         pos = 0
-        limit = min(self.sample_len, self.n_ctx - len(prefix))
         for i in range(limit):
             chosen, logprob, self_kv, state = self._step(
                 tokens, pos, self_kv, cross_kv, state, temperature,
@@ -296,10 +303,11 @@ class BatchDecoder:
             ))  # fmt: skip
         return results
 
-    def _empty_cache(self, batch: int, cross_kv: list[tuple]) -> list[tuple]:
-        """Self-attention keys/values, preallocated to the whole text context."""
+    def _empty_cache(self, batch: int, cross_kv: list[tuple], length: int) -> list[tuple]:
+        """Self-attention keys/values for `length` positions (MLX's: the whole context,
+        which its causal mask assumes)."""
         if self.net:
-            return self.net.empty_cache(batch, self.n_ctx)
+            return self.net.empty_cache(batch, length)
         heads = self.model.decoder.blocks[0].attn.n_head
         shape = (batch, heads, self.n_ctx, self.dims.n_text_state // heads)
         dtype = cross_kv[0][1].dtype
@@ -309,7 +317,7 @@ class BatchDecoder:
         """P(<|nospeech|>) right after SOT, from a short separate forward pass."""
         if self.tokenizer.no_speech is None:
             return np.full(tokens.shape[0], np.nan)
-        empty = self._empty_cache(tokens.shape[0], cross_kv)
+        empty = self._empty_cache(tokens.shape[0], cross_kv, sot_index + 1)
         logits, _ = self._logits(tokens[:, : sot_index + 1], 0, empty, cross_kv)
         probs = np.exp(np.array(logits - _logsumexp(self.xp, logits)))
         return probs[:, self.tokenizer.no_speech]
