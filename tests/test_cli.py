@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 from helpers import run_cli, status_json, wer
 
@@ -11,6 +13,17 @@ def test_status_on_a_fresh_install_shows_an_empty_queue(config_file, tmp_path):
     data = status_json(config_file, tmp_path)
     assert data["counts"] == {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
     assert data["jobs"] == [] and data["daemon"] == {"running": False}
+
+
+def test_status_while_a_starting_daemon_creates_the_database_shows_an_empty_queue(
+    config_file, tmp_path
+):
+    database = Path(status_json(config_file, tmp_path)["database"])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    sqlite3.connect(database).execute("PRAGMA journal_mode=WAL").close()  # no table yet
+    data = status_json(config_file, tmp_path)
+    assert data["counts"] == {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+    assert data["jobs"] == []
 
 
 def test_add_queues_once_and_cancel_and_retry_change_the_state(config_file, tmp_path, audio_dir):

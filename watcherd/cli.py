@@ -109,13 +109,14 @@ def status(config: Path | None, as_json: bool, limit: int) -> None:
 
     settings = _settings(config)
     daemon = running_daemon(settings)
-    if not settings.database.exists():
-        counts, jobs, running = dict.fromkeys(STATES, 0), [], []
-    else:
+    counts, jobs, running = dict.fromkeys(STATES, 0), [], []
+    if settings.database.exists():
         store = _open_store(settings, readonly=True)  # never migrates or locks the daemon's
         try:
-            counts, jobs = store.counts(), store.jobs(limit=limit)
-            running = store.jobs(state="running")
+            # Version 0: a daemon starting this instant has created the file, not the table.
+            if store.schema_version > 0:
+                counts, jobs = store.counts(), store.jobs(limit=limit)
+                running = store.jobs(state="running")
         finally:
             store.close()
     if as_json:
