@@ -1,4 +1,4 @@
-"""Run the benchmark: `make bench` (or `python -m bench [--hour] [--engines a,b]`).
+"""Run the benchmark: `make bench` (or `python -m bench [--hour] [--two-hours] [--engines a,b]`).
 
 Each engine runs in its own process, one after another on the same files, so the
 figures in one run are comparable: x realtime (audio seconds / transcription seconds,
@@ -84,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engines", default=",".join(ALL))
     parser.add_argument("--hour", action="store_true", help="also a 63-minute file (slow)")
+    parser.add_argument("--two-hours", action="store_true", help="also a 2-hour file (memory)")
     args = parser.parse_args()
     engines = args.engines.split(",")
     cache = str(Path(platformdirs.user_cache_dir("watcherd", appauthor=False)) / "models")
@@ -93,6 +94,8 @@ def main() -> None:
     }
     if args.hour:
         sets["63-minute recording"] = [data.concatenated("medley_63min", 63)]
+    if args.two_hours:
+        sets["2-hour recording"] = [data.concatenated("medley_2h", 120)]
     report = [f"Machine: {machine()}. {time.strftime('%Y-%m-%d')}. Model: tiny.en.", ""]
     raw = {}
     for title, items in sets.items():

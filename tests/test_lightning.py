@@ -49,6 +49,18 @@ def test_vad_finds_nothing_in_noise(audio_dir):
     assert list(chunks.speech_chunks(blocks(samples))) == []
 
 
+def test_vad_gives_the_same_probabilities_however_the_stream_is_cut(medley):
+    samples, _ = medley
+    samples = samples[: samples.size // chunks.VAD_FRAME * chunks.VAD_FRAME]
+    whole = chunks.SileroVAD().probabilities(samples)
+    streaming = chunks.SileroVAD()
+    cuts = [0, 512 * 7, 512 * 700, 512 * 701, samples.size]
+    parts = [streaming.probabilities(samples[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    assert whole.size == samples.size // chunks.VAD_FRAME
+    assert (whole > 0.9).mean() > 0.5, "mostly speech"
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-5)
+
+
 def test_long_regions_are_cut_at_their_least_speech_like_frame():
     probs = np.full(2000, 0.9, np.float32)
     probs[1200] = 0.1
