@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import wave
 
 import mlx.core as mx
@@ -92,20 +93,46 @@ def test_batched_decoding_gives_the_same_text_as_one_at_a_time(engine, medley):
     assert [r.tokens for r in together] == [r.tokens for r in alone]
 
 
-@pytest.mark.parametrize("vad", [True, False])
-def test_no_words_are_lost_at_chunk_edges(model_cache, medley, tmp_path, vad):
-    samples, reference = medley
+def _medley_file(medley, tmp_path):
     path = tmp_path / "medley.wav"
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(RATE)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+        w.writeframes((np.clip(medley[0], -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("vad", [True, False])
+def test_no_words_are_lost_at_chunk_edges(model_cache, medley, tmp_path, vad):
+    _, reference = medley
+    path = _medley_file(medley, tmp_path)
     transcript = Engine("tiny.en", model_cache, vad=vad).transcribe(path)
     assert wer(reference, transcript.text) <= 0.15, transcript.text
     assert "ask what you can do for your country" in transcript.text.lower()
     starts = [s.start for s in transcript.segments]
     assert starts == sorted(starts)
+
+
+def test_abandoning_a_transcription_stops_the_encoding_ahead_at_once(model_cache, medley, tmp_path):
+    """The progress callback raising (a stop or a cancel) ends the transcription while the
+    next batch is encoding beside the decoder: the error comes through, no thread stays."""
+
+    class Abandon(Exception):
+        pass
+
+    reports = []
+
+    def progress(fraction: float) -> None:
+        reports.append(fraction)
+        if fraction > 0:  # the first batch is decoded; the next one is encoding
+            raise Abandon
+
+    one_row = Engine("tiny.en", model_cache, batch_size=1)  # a batch per chunk
+    with pytest.raises(Abandon):
+        one_row.transcribe(_medley_file(medley, tmp_path), progress=progress)
+    assert 0 < reports[-1] < 1
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("encoder")]
 
 
 @pytest.mark.parametrize("name", ["wts_empty.mp3", "lhotse_big_buck_bunny_small.mp4"])

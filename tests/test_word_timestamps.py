@@ -15,22 +15,22 @@ WORDS = DecodeOptions(word_timestamps=True)
 
 
 def _transcribe_counting(engine: Engine, path) -> tuple[Transcript, int, int]:
-    """Transcribe with word timestamps; count encoder calls and batches along the way."""
+    """Transcribe with word timestamps; count encoder runs and batches along the way."""
     calls, batches = [0], [0]
-    real_encode, real_batched = encoder.encode, lightning._batched
+    real_submit, real_take = encoder.Ahead.submit, lightning._take
 
-    def encode(*args, **kwargs):
+    def submit(*args, **kwargs):
         calls[0] += 1
-        return real_encode(*args, **kwargs)
+        return real_submit(*args, **kwargs)
 
-    def batched(*args, **kwargs):
-        for batch in real_batched(*args, **kwargs):
-            batches[0] += 1
-            yield batch
+    def take(*args, **kwargs):
+        batch = real_take(*args, **kwargs)
+        batches[0] += bool(batch)
+        return batch
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(encoder, "encode", encode)
-        mp.setattr(lightning, "_batched", batched)
+        mp.setattr(encoder.Ahead, "submit", submit)
+        mp.setattr(lightning, "_take", take)
         transcript = engine.transcribe(path, WORDS)
     return transcript, calls[0], batches[0]
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import mlx.core as mx
 import numpy as np
 from mlx_whisper.whisper import Whisper
+from threadpoolctl import threadpool_limits
 
 from watcherd.engine import cpu
 
 _numpy_encoders: dict[int, cpu.Encoder] = {}
+
+
+class Stopped(Exception):
+    """Encoding ahead was abandoned (the transcription ended early)."""
 
 
 def _numpy_encoder(model: Whisper) -> cpu.Encoder:
@@ -28,10 +35,71 @@ def encode(model: Whisper, mel: mx.array, check: Callable[[], None] | None = Non
         features = model.encoder(mel)
         mx.eval(features)
         return features
+    return mx.array(_encode_numpy(model, np.array(mel), check))
+
+
+def _encode_numpy(model: Whisper, mel: np.ndarray, check: Callable[[], None] | None) -> np.ndarray:
     net, step = _numpy_encoder(model), os.cpu_count() or 1  # one window per core at a time
     parts = []
     for i in range(0, mel.shape[0], step):
         if check is not None:
             check()
-        parts.append(net(np.array(mel[i : i + step])))
-    return mx.array(np.concatenate(parts))
+        parts.append(net(mel[i : i + step]))
+    return np.concatenate(parts)
+
+
+class Ahead:
+    """Encodes the next batch while the current one decodes, on the CPU path.
+
+    The decoder's steps are bound by memory reads, the encoder by arithmetic: side by side
+    they share the two cores better than in turn. While encoding runs ahead, BLAS keeps to
+    one thread (the encoder's windows and the decoder take a core each); a batch decoded
+    with nothing encoding beside it (a short file, the last batch) gets every core again.
+    Thread counts change only here, in the caller's thread, when no encoding runs. On
+    Metal and CUDA `submit` encodes at once: MLX's GPU work is asynchronous already."""
+
+    def __init__(self, model: Whisper):
+        self.model = model
+        self.pool: ThreadPoolExecutor | None = None
+        self.stopped = threading.Event()
+        self.blas: threadpool_limits | None = None
+        self.running: Future | None = None
+
+    def __enter__(self) -> Ahead:
+        if cpu.use_numpy(self.model):
+            self.pool = ThreadPoolExecutor(1, "encoder-ahead")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self._all_cores()
+
+    def _check(self) -> None:
+        if self.stopped.is_set():
+            raise Stopped
+
+    def _all_cores(self) -> None:
+        if self.blas is not None:
+            self.blas.restore_original_limits()
+            self.blas = None
+
+    def submit(self, mel: mx.array) -> Callable[[], mx.array]:
+        """Start encoding `mel`; returns a function that waits for the features."""
+        if self.pool is None:
+            features = encode(self.model, mel)
+            return lambda: features
+        mel = np.array(mel)  # MLX arrays are made and evaluated in this thread only
+        if self.blas is None:
+            self.blas = threadpool_limits(1, user_api="blas")
+        self.running = self.pool.submit(_encode_numpy, self.model, mel, self._check)
+        return lambda future=self.running: mx.array(future.result())
+
+    def idle(self) -> None:
+        """Say that nothing more is submitted for now: once the encoding in flight is done,
+        BLAS may use every core for the decoding that follows."""
+        if self.running is not None:
+            self.running.result()
+            self.running = None
+        self._all_cores()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 
 import mlx.core as mx
@@ -157,17 +157,11 @@ def decode_with_fallback(
     return results
 
 
-def _batched(
-    items: Iterable[chunks.Chunk], size: int, retries: deque[chunks.Chunk]
-) -> Iterator[list[chunks.Chunk]]:
-    """Batches of `size`, tails waiting in `retries` first, so no tail waits long."""
-    iterator = iter(items)
-    while True:
-        batch = [retries.popleft() for _ in range(min(size, len(retries)))]
-        batch += islice(iterator, size - len(batch))
-        if not batch:
-            return
-        yield batch
+def _take(items: Iterator[chunks.Chunk], size: int, retries: deque[chunks.Chunk]) -> list:
+    """The next batch of at most `size` chunks, tails waiting in `retries` first, so no
+    tail waits long; empty when there is nothing left for now."""
+    batch = [retries.popleft() for _ in range(min(size, len(retries)))]
+    return batch + list(islice(items, size - len(batch)))
 
 
 def _audible(samples: np.ndarray) -> bool:
@@ -267,9 +261,9 @@ def transcribe(
     def check() -> None:
         report(last_fraction)
 
-    retries: deque[chunks.Chunk] = deque()
-    for batch in _batched(stream, size, retries):
-        features = encoder.encode(loaded.model, mx.stack([_mel(c, n_mels) for c in batch]), check)
+    def finish(batch: list[chunks.Chunk], features: mx.array) -> None:
+        """Decode an encoded batch; keep its segments, queue the stretches it skipped."""
+        nonlocal language, probability, last_fraction
         if language is None:
             language, probability = detect(loaded, features, [c.seconds for c in batch])
         tokenizer = _tokenizer(loaded, language, options.task)
@@ -299,11 +293,28 @@ def transcribe(
             # What is still a loop after the fallback is cut to its first occurrence.
             parsed = repetition.cut_segment_loops(parsed)
             kept, again = _settle(chunk, parsed, complete)
-            found += kept
+            found.extend(kept)
             retries.extend(again)
         end = batch[-1].start_seconds + batch[-1].seconds
         last_fraction = min(1.0, end / total) if total else 0.0
         report(last_fraction)
+
+    retries: deque[chunks.Chunk] = deque()
+    items = iter(stream)
+    pending = None  # the batch being encoded ahead, and how to wait for its features
+    with encoder.Ahead(loaded.model) as ahead:
+        while True:
+            batch = _take(items, size, retries)
+            encoding = ahead.submit(mx.stack([_mel(c, n_mels) for c in batch])) if batch else None
+            if pending is not None:  # decode the previous batch while this one encodes
+                check()
+                features = pending[1]()
+                if encoding is None:
+                    ahead.idle()
+                finish(pending[0], features)
+            pending = (batch, encoding) if batch else None
+            if pending is None and not retries:
+                break
     report(1.0)
     found.sort(key=lambda segment: segment.start)  # tails finish after later chunks
     audio_seconds = decoded[0] / audio.SAMPLE_RATE
