@@ -47,6 +47,23 @@ def test_a_split_multilingual_model_is_joined_and_converted(model_cache):
     assert loaded.multilingual and loaded.model.dims.n_text_layer == 6
 
 
+def test_the_lightning_engine_runs_without_numba_and_scipy_yet_mlx_whisper_is_whole(
+    model_cache, audio_dir
+):
+    """mlx-whisper's package __init__ (numba, scipy: ~130 MB) runs only when asked for."""
+    script = (
+        "import sys; from pathlib import Path; from watcherd.engine import Engine\n"
+        f"text = Engine('tiny.en', Path({str(model_cache)!r})).transcribe("
+        f"{str(audio_dir / 'jfk.flac')!r}).text\n"
+        "heavy = sorted(m for m in ('numba', 'scipy') if m in sys.modules)\n"
+        "import mlx_whisper\n"
+        "print(text.split()[:3], heavy, callable(mlx_whisper.transcribe), 'numba' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "['And', 'so', 'my'] [] True True"
+
+
 def test_an_unknown_model_name_is_a_clear_error(model_cache):
     with pytest.raises(ModelError, match="unknown model 'nonsense'"):
         models.load("nonsense", model_cache)

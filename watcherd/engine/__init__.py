@@ -6,11 +6,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watcherd.engine import audio, lightning, models, repetition, standard
-from watcherd.engine.audio import AudioError
-from watcherd.engine.models import LoadedModel, ModelError
-from watcherd.engine.options import DecodeOptions
-from watcherd.engine.transcript import Segment, Transcript, Word
+from watcherd.engine import package_init
+
+package_init.defer()  # before the first mlx_whisper import: ~130 MB less (see the module)
+
+from watcherd.engine import audio, lightning, models, repetition  # noqa: E402
+from watcherd.engine.audio import AudioError  # noqa: E402
+from watcherd.engine.models import LoadedModel, ModelError  # noqa: E402
+from watcherd.engine.options import DecodeOptions  # noqa: E402
+from watcherd.engine.transcript import Segment, Transcript, Word  # noqa: E402
 
 __all__ = [
     "AudioError",
@@ -68,6 +72,8 @@ class Engine:
                 loaded, path, options, progress, vad=self.vad, batch_size=self.batch_size or None
             )
         else:
+            from watcherd.engine import standard  # imports mlx-whisper's transcribe, numba
+
             samples = audio.load_audio(path)
             segments, language = standard.transcribe(loaded, samples, options, progress)
             segments = repetition.cut_segment_loops(segments)

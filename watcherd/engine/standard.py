@@ -14,12 +14,14 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
+from watcherd.engine import package_init
 from watcherd.engine.models import LoadedModel
 from watcherd.engine.options import DecodeOptions
 from watcherd.engine.transcript import Segment, Word
 
 Progress = Callable[[float], None]
 _local = threading.local()
+package_init.complete()  # mlx-whisper's own __init__, which this backend needs
 # The package re-exports a function named `transcribe` over its submodule; get the module.
 mlx_transcribe = importlib.import_module("mlx_whisper.transcribe")
 
