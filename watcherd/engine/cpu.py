@@ -37,6 +37,18 @@ ERF_Q = (
 ROWS_IN_CACHE = 128  # rows per elementwise block: (128, 1536) float32 fits in L2
 
 
+_nets: dict[tuple[int, type], object] = {}
+
+
+def shared(kind: type, model: Whisper):
+    """One `Encoder` or `Decoder` per model: the decoder's 80+ MB copy of the embedding is
+    made once, however many languages and tasks decode with it."""
+    key = (id(model), kind)
+    if key not in _nets:
+        _nets[key] = kind(model)
+    return _nets[key]
+
+
 def use_numpy(model: Whisper) -> bool:
     """NumPy paths for float32 weights on MLX's CPU device; MLX kernels elsewhere."""
     weight = model.decoder.token_embedding.weight

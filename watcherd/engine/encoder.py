@@ -14,18 +14,9 @@ from threadpoolctl import threadpool_limits
 
 from watcherd.engine import cpu
 
-_numpy_encoders: dict[int, cpu.Encoder] = {}
-
 
 class Stopped(Exception):
     """Encoding ahead was abandoned (the transcription ended early)."""
-
-
-def _numpy_encoder(model: Whisper) -> cpu.Encoder:
-    key = id(model)
-    if key not in _numpy_encoders:
-        _numpy_encoders[key] = cpu.Encoder(model)
-    return _numpy_encoders[key]
 
 
 def encode(model: Whisper, mel: mx.array, check: Callable[[], None] | None = None) -> mx.array:
@@ -39,7 +30,7 @@ def encode(model: Whisper, mel: mx.array, check: Callable[[], None] | None = Non
 
 
 def _encode_numpy(model: Whisper, mel: np.ndarray, check: Callable[[], None] | None) -> np.ndarray:
-    net, step = _numpy_encoder(model), os.cpu_count() or 1  # one window per core at a time
+    net, step = cpu.shared(cpu.Encoder, model), os.cpu_count() or 1  # one window per core at a time
     parts = []
     for i in range(0, mel.shape[0], step):
         if check is not None:
