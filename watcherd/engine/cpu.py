@@ -37,6 +37,7 @@ ERF_Q = (
     -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
     -7.37332916720468e-03, -1.42647390514189e-02,
 )  # fmt: skip
+FEW_ROWS = 4
 ROWS_IN_CACHE = 128  # rows per elementwise block: (128, 1536) float32 fits in L2
 
 
@@ -105,7 +106,11 @@ class Weights:
         weight = self.arrays[name + ".weight"]
         # One 2-D product (a stacked one would loop over the batch), by a transposed
         # view of the weight, which BLAS reads as it is.
-        y = x.reshape(-1, x.shape[-1]) @ weight.T
+        rows = x.reshape(-1, x.shape[-1])
+        if 1 < rows.shape[0] <= FEW_ROWS:
+            y = np.stack([weight @ row for row in rows])
+        else:
+            y = rows @ weight.T
         bias = self.arrays.get(name + ".bias")
         if bias is not None:
             y += bias
@@ -131,12 +136,10 @@ def _merge(x: np.ndarray) -> np.ndarray:
 
 
 def _cross_attention(q: np.ndarray, k_t: np.ndarray, v: np.ndarray, rows) -> np.ndarray:
-    """softmax(q k_t) v for the given rows of the batch; zeros for the others."""
-    scores = softmax_(np.stack([q[r] @ k_t[r] for r in rows]))
-    out = np.zeros_like(q)
-    for j, r in enumerate(rows):
-        out[r] = scores[j] @ v[r]
-    return out
+    """softmax(q k_t) v, where row j of q attends to row rows[j] of the batch's keys and
+    values (a gemv-shaped product per row and head: no gathering of the keys)."""
+    scores = softmax_(np.stack([q[j] @ k_t[r] for j, r in enumerate(rows)]))
+    return np.stack([scores[j] @ v[r] for j, r in enumerate(rows)])
 
 
 Across = Callable[[Callable[[slice], None], int], None]
@@ -283,32 +286,45 @@ class Decoder:
 
     def logits(self, tokens: np.ndarray, pos: int, self_kv, cross_kv, live=None) -> np.ndarray:
         """Logits (B, vocab) after `tokens` (B, n) at position `pos`; the self-attention
-        caches are written in place. Rows not in `live` (indices; all if None) have ended:
-        they skip cross-attention, a step's largest memory read (18 MB per row for tiny),
-        and their logits are meaningless."""
-        live = range(tokens.shape[0]) if live is None else live
+        caches are written in place. Only the rows in `live` (indices; all if None) are
+        computed: the others have ended, and get zeros. A batch's rows end at different
+        steps (a third of the row-steps of a 9-minute file come after a row's end), and
+        an ended row would still cost its share of every product, and its cross-attention
+        (the step's largest memory read, 18 MB per row for tiny)."""
+        batch = tokens.shape[0]
+        rows = np.arange(batch) if live is None else np.asarray(live)
         w = self.w
         n = tokens.shape[1]
-        x = self.embedding[tokens] + self.positions[pos : pos + n]
+        x = self.embedding[tokens[rows]] + self.positions[pos : pos + n]
         end = pos + n
         causal = None
         if n > 1:
-            rows, columns = np.arange(pos, end)[:, None], np.arange(end)[None, :]
-            causal = np.where(columns <= rows, 0.0, -np.inf).astype(np.float32)
+            query_pos, key_pos = np.arange(pos, end)[:, None], np.arange(end)[None, :]
+            causal = np.where(key_pos <= query_pos, 0.0, -np.inf).astype(np.float32)
         scale = np.float32((x.shape[-1] // self.heads) ** -0.25)
+        if not rows.size:
+            return np.zeros((batch, self.embedding.shape[0]), np.float32)
+        every = rows.size == batch  # all rows: the caches' own views, no gathering
         for i, ((k_cache, v_cache), (k_t, v)) in enumerate(zip(self_kv, cross_kv, strict=True)):
             block = f"blocks.{i}"
             h = w.layer_norm(x, f"{block}.attn_ln")
             q = _heads(w.linear(h, f"{block}.attn.query"), self.heads) * scale
-            k_cache[:, :, pos:end] = _heads(w.linear(h, f"{block}.attn.key"), self.heads) * scale
-            v_cache[:, :, pos:end] = _heads(w.linear(h, f"{block}.attn.value"), self.heads)
-            scores = q @ k_cache[:, :, :end].transpose(0, 1, 3, 2)
+            k_cache[rows, :, pos:end] = _heads(w.linear(h, f"{block}.attn.key"), self.heads) * scale
+            v_cache[rows, :, pos:end] = _heads(w.linear(h, f"{block}.attn.value"), self.heads)
+            keys = k_cache[:, :, :end] if every else k_cache[rows, :, :end]
+            values = v_cache[:, :, :end] if every else v_cache[rows, :, :end]
+            scores = q @ keys.transpose(0, 1, 3, 2)
             if causal is not None:
                 scores += causal
-            x += w.linear(_merge(softmax_(scores) @ v_cache[:, :, :end]), f"{block}.attn.out")
+            x += w.linear(_merge(softmax_(scores) @ values), f"{block}.attn.out")
             h = w.layer_norm(x, f"{block}.cross_attn_ln")
             q = _heads(w.linear(h, f"{block}.cross_attn.query"), self.heads) * scale
-            x += w.linear(_merge(_cross_attention(q, k_t, v, live)), f"{block}.cross_attn.out")
+            x += w.linear(_merge(_cross_attention(q, k_t, v, rows)), f"{block}.cross_attn.out")
             hidden = w.linear(w.layer_norm(x, f"{block}.mlp_ln"), f"{block}.mlp1")
             x += w.linear(gelu_(hidden), f"{block}.mlp2")
-        return w.layer_norm(x[:, -1], "ln") @ self.unembedding
+        logits = w.layer_norm(x[:, -1], "ln") @ self.unembedding
+        if every:
+            return logits
+        full = np.zeros((batch, logits.shape[-1]), np.float32)
+        full[rows] = logits
+        return full
