@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from watcherd.engine import audio, cpu, lightning, prepacked
+from watcherd.engine import audio, cpu, lightning, models, prepacked
 from watcherd.engine.chunks import Chunk
 from watcherd.engine.decoder import BatchDecoder
+from watcherd.engine.options import DecodeOptions
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +72,20 @@ def test_prepacked_products_equal_blas_ones(engine, rows):
         product = prepacked.Linear(weight, weights[f"{name}.bias"] if bias else None, threads=2)
         np.testing.assert_allclose(product(x), expected, atol=1e-4)
         assert product(x[:, None, :]).shape == (rows, 1, weight.shape[0])
+
+
+def test_a_model_that_leaves_the_cache_takes_its_decoders_and_packed_weights(
+    engine, model_cache, audio_dir
+):
+    # A second copy of the model, outside the cache, as when inboxes cycle through more
+    # models than the cache keeps.
+    loaded = models.load("tiny.en", model_cache, engine.load().dtype)
+    before = len(cpu._nets)
+    segments, *_ = lightning.transcribe(loaded, audio_dir / "jfk.flac", DecodeOptions())
+    assert segments and loaded.decoders
+    assert len(cpu._nets) == before + 2  # its encoder and decoder
+    model = weakref.ref(loaded.model)
+    del loaded
+    gc.collect()
+    assert model() is None, "nothing keeps the dropped model alive"
+    assert len(cpu._nets) == before

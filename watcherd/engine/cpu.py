@@ -18,6 +18,7 @@ Measured: ~0.33 s per encoder window, ~20 ms per decoder step at batch 8, output
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -48,11 +49,12 @@ _nets: dict[tuple[int, type], object] = {}
 
 
 def shared(kind: type, model: Whisper):
-    """One `Encoder` or `Decoder` per model: the decoder's 80+ MB copy of the embedding is
-    made once, however many languages and tasks decode with it."""
+    """One `Encoder` or `Decoder` per model: the decoder's packed weights are made once,
+    however many languages and tasks decode with it, and go when the model goes."""
     key = (id(model), kind)
     if key not in _nets:
         _nets[key] = kind(model)
+        weakref.finalize(model, _nets.pop, key, None)
     return _nets[key]
 
 

@@ -38,8 +38,6 @@ AUDIBLE_RMS = 0.001  # -60 dBFS: a chunk with nothing louder is not decoded at a
 
 Progress = Callable[[float], None]
 
-_decoders: dict[tuple, BatchDecoder] = {}
-
 
 def auto_batch_size(loaded: LoadedModel, limit: int = MAX_BATCH) -> int:
     """As many rows as a quarter of the free memory holds, at most `limit`."""
@@ -52,10 +50,10 @@ def auto_batch_size(loaded: LoadedModel, limit: int = MAX_BATCH) -> int:
 
 
 def _decoder(loaded: LoadedModel, tokenizer: Tokenizer) -> BatchDecoder:
-    key = (id(loaded.model), tokenizer.language, tokenizer.task)
-    if key not in _decoders:
-        _decoders[key] = BatchDecoder(loaded.model, tokenizer)
-    return _decoders[key]
+    key = (tokenizer.language, tokenizer.task)
+    if key not in loaded.decoders:
+        loaded.decoders[key] = BatchDecoder(loaded.model, tokenizer)
+    return loaded.decoders[key]
 
 
 def _tokenizer(loaded: LoadedModel, language: str | None, task: str) -> Tokenizer:

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
@@ -41,6 +41,9 @@ class LoadedModel:
     model: Whisper
     dtype: mx.Dtype
     load_seconds: float
+    # Batch decoders built from the model, per (language, task): dropped with the model
+    # when it leaves the cache, however many models the inboxes cycle through.
+    decoders: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def multilingual(self) -> bool:
