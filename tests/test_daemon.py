@@ -10,7 +10,16 @@ import subprocess
 import sys
 
 import pytest
-from helpers import cli_env, run_cli, status_json, wait_for, wer, write_config
+from helpers import (
+    cli_env,
+    run_cli,
+    start_daemon,
+    status_json,
+    stop_daemon,
+    wait_for,
+    wer,
+    write_config,
+)
 
 GOOD = {
     "jfk.flac": 0.10,
@@ -101,3 +110,13 @@ def test_a_second_daemon_on_the_same_database_exits_naming_the_first(daemon, tmp
     second = run_cli("run", config=config, home=tmp_path, timeout=60)
     assert second.returncode == 75
     assert f"already running (pid {proc.pid})" in second.stderr
+
+
+def test_the_inbox_exists_as_soon_as_the_daemon_runs_even_while_its_model_loads(tmp_path):
+    # An empty model cache: the daemon converts tiny.en first, which takes seconds.
+    config = write_config(tmp_path, tmp_path / "empty-model-cache")
+    proc = start_daemon(config, tmp_path)
+    try:
+        assert (tmp_path / "inbox").is_dir()
+    finally:
+        stop_daemon(proc)

@@ -65,6 +65,10 @@ class Daemon:
         store = Store(settings.database, busy_timeout=settings.busy_timeout_seconds)
         code = 0
         try:
+            # The inboxes exist as soon as `status` says the daemon runs, before the models
+            # load: files dropped meanwhile are found by the watcher's first scan.
+            for inbox in settings.inbox_paths:
+                inbox.mkdir(parents=True, exist_ok=True)
             # Jobs a crash left running may have left a temp file beside their outputs.
             outputs.discard_temps(p for job in store.jobs(state="running") for p in job.outputs)
             requeued, failed = store.recover(settings.max_attempts)
