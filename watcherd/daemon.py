@@ -57,7 +57,12 @@ class Daemon:
             "backend": settings.backend,
             "blas": blas.in_use(),
             "inboxes": [str(p) for p in settings.inbox_paths],
+            "phase": "starting",  # until the models are loaded and files are taken
         }
+        # The inboxes exist as soon as `status` says the daemon is starting, before the
+        # models load: files dropped meanwhile are found by the watcher's first scan.
+        for inbox in settings.inbox_paths:
+            inbox.mkdir(parents=True, exist_ok=True)
         lock.acquire(info)
         lower_priority()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -65,10 +70,6 @@ class Daemon:
         store = Store(settings.database, busy_timeout=settings.busy_timeout_seconds)
         code = 0
         try:
-            # The inboxes exist as soon as `status` says the daemon runs, before the models
-            # load: files dropped meanwhile are found by the watcher's first scan.
-            for inbox in settings.inbox_paths:
-                inbox.mkdir(parents=True, exist_ok=True)
             # Jobs a crash left running may have left a temp file beside their outputs.
             outputs.discard_temps(p for job in store.jobs(state="running") for p in job.outputs)
             requeued, failed = store.recover(settings.max_attempts)
@@ -90,6 +91,7 @@ class Daemon:
             watcher = Watcher(settings, store, on_queued=worker.wake)
             watcher.start()
             worker.start()
+            lock.update(info | {"phase": "ready"})
             self.log.info("daemon_started", pid=os.getpid(), database=str(settings.database))
             while not self._stop.wait(0.5):
                 if not worker.alive:

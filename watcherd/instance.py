@@ -43,10 +43,15 @@ class InstanceLock:
         except BlockingIOError:
             os.close(fd)
             raise AlreadyRunning(read_lock_info(self.path).get("pid"), self.path) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(info).encode())
-        os.fsync(fd)
         self._fd = fd
+        self.update(info)
+
+    def update(self, info: dict) -> None:
+        """Replace the details `status` reads (the daemon's phase changes once it is up)."""
+        data = json.dumps(info).encode()
+        os.pwrite(self._fd, data, 0)  # over the old text, then cut: never an empty file
+        os.ftruncate(self._fd, len(data))
+        os.fsync(self._fd)
 
     def release(self) -> None:
         if self._fd is not None:
