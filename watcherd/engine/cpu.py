@@ -308,6 +308,8 @@ class Decoder:
         (the step's largest memory read, 18 MB per row for tiny)."""
         batch = tokens.shape[0]
         rows = np.arange(batch) if live is None else np.asarray(live)
+        if not rows.size:
+            return np.zeros((batch, self.embedding.shape[0]), np.float32)
         w = self.w
         n = tokens.shape[1]
         x = self.embedding[tokens[rows]] + self.positions[pos : pos + n]
@@ -317,8 +319,6 @@ class Decoder:
             query_pos, key_pos = np.arange(pos, end)[:, None], np.arange(end)[None, :]
             causal = np.where(key_pos <= query_pos, 0.0, -np.inf).astype(np.float32)
         scale = np.float32((x.shape[-1] // self.heads) ** -0.25)
-        if not rows.size:
-            return np.zeros((batch, self.embedding.shape[0]), np.float32)
         every = rows.size == batch  # all rows: the caches' own views, no gathering
         for i, ((k_cache, v_cache), (k_t, v)) in enumerate(zip(self_kv, cross_kv, strict=True)):
             block = f"blocks.{i}"
