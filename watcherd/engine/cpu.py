@@ -1,33 +1,25 @@
-"""Whisper's forward passes in NumPy, for the CPU.
+"""Whisper's decoder in NumPy, for the CPU (the encoder is a graph: `encoder_graph`).
 
 MLX's CPU backend runs its elementwise kernels scalar and single-threaded (its `exp` is
 ~15x slower than NumPy's), and loops BLAS `gemm` calls with packing for the decoder's
-small batched products. On a 2-core x86 machine that made the encoder take ~0.75 s per
-30 s window and a decoder step at batch 8 ~70 ms. The same arithmetic in NumPy, on the
-same float32 weights (zero-copy views of the MLX arrays) and the same kind of BLAS:
-- the encoder runs each window of a batch on its own core, with single-threaded BLAS,
-  so that the elementwise work (softmax, GELU, layer norm) is parallel too (a window
-  left over is split across the cores);
-- the decoder reads its cached keys/values through `gemv`-shaped products, attends
-  only to the positions decoded so far, computes only the rows that have not ended, and
-  multiplies by its weights through MLAS with the weights packed once (`prepacked`).
-Measured: ~0.33 s per encoder window, ~20 ms per decoder step at batch 8, outputs within
-1e-4 of MLX's. On Metal and CUDA, MLX's own kernels run instead (see `use_numpy`).
+small batched products: a decoder step at batch 8 took ~70 ms on a 2-core x86 machine.
+The same arithmetic in NumPy, on the same float32 weights (zero-copy views of the MLX
+arrays): the decoder reads its cached keys/values through `gemv`-shaped products,
+attends only to the positions decoded so far, computes only the rows that have not
+ended, and multiplies by its weights through MLAS with the weights packed once
+(`prepacked`). Measured: ~20 ms per step at batch 8, outputs within 1e-4 of MLX's. On
+Metal and CUDA, MLX's own kernels run instead (see `use_numpy`).
 """
 
 from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 from mlx_whisper.whisper import Whisper
-from threadpoolctl import threadpool_limits
 
 from watcherd.engine import prepacked
 
@@ -49,8 +41,8 @@ _nets: dict[tuple[int, type], object] = {}
 
 
 def shared(kind: type, model: Whisper):
-    """One `Encoder` or `Decoder` per model: the decoder's packed weights are made once,
-    however many languages and tasks decode with it, and go when the model goes."""
+    """One encoder graph or `Decoder` per model: made once (the decoder's packed weights,
+    however many languages and tasks decode with it), and gone when the model goes."""
     key = (id(model), kind)
     if key not in _nets:
         _nets[key] = kind(model)
@@ -141,116 +133,6 @@ def _cross_attention(q: np.ndarray, k_t: np.ndarray, v: np.ndarray, rows) -> np.
     values (a gemv-shaped product per row and head: no gathering of the keys)."""
     scores = softmax_(np.stack([q[j] @ k_t[r] for j, r in enumerate(rows)]))
     return np.stack([scores[j] @ v[r] for j, r in enumerate(rows)])
-
-
-Across = Callable[[Callable[[slice], None], int], None]
-
-
-def serially(fn: Callable[[slice], None], total: int) -> None:
-    """Run `fn` over all of range(total) at once, in this thread."""
-    fn(slice(0, total))
-
-
-def across_cores(pool: ThreadPoolExecutor, cores: int) -> Across:
-    """Run `fn` over range(total) in one part per core, and wait for all of them."""
-
-    def run(fn: Callable[[slice], None], total: int) -> None:
-        step = -(-total // cores)
-        parts = [slice(a, min(a + step, total)) for a in range(0, total, step)]
-        for done in [pool.submit(fn, part) for part in parts]:
-            done.result()
-
-    return run
-
-
-class Encoder:
-    """The audio encoder. A batch runs one window per core, so that the elementwise work
-    (softmax, GELU, layer norm) is as parallel as the products; a window left over runs
-    split across the cores (by rows, and by heads for attention), rather than on one
-    core while the others idle: 0.62 -> 0.35-0.44 s for a lone window on two cores. (Split
-    windows are ~6% slower than one per core for a full batch, from the stage syncs.)"""
-
-    def __init__(self, model: Whisper):
-        self.w = Weights(model.encoder)
-        self.n_layer = len(model.encoder.blocks)
-        self.heads = model.encoder.blocks[0].attn.n_head
-        self.positions = np.array(model.encoder._positional_embedding, copy=False)
-
-    def __call__(self, mel: np.ndarray) -> np.ndarray:
-        """(B, 3000, n_mels) -> (B, 1500, d)."""
-        cores = os.cpu_count() or 1
-        whole = mel.shape[0] - mel.shape[0] % cores
-        # Threads per call (cheap next to a window) leave no pool behind.
-        with (
-            ThreadPoolExecutor(cores, thread_name_prefix="encoder") as pool,
-            threadpool_limits(1, user_api="blas"),  # the cores are taken by the threads
-        ):
-            out = list(pool.map(self.window, mel[:whole]))
-            split = across_cores(pool, cores)
-            out += [self.window(window, split) for window in mel[whole:]]
-        return np.stack(out)
-
-    def window(self, mel: np.ndarray, across: Across = serially) -> np.ndarray:
-        """One window (T, n_mels) -> (T/2, d); `across` runs each stage's parts."""
-        w = self.w
-        x = self._conv_gelu(mel, "conv1", 1, across)
-        x = self._conv_gelu(x, "conv2", 2, across)
-        x += self.positions
-        qkv = tuple(np.empty_like(x) for _ in range(3))
-        attended = np.empty_like(x)
-        for i in range(self.n_layer):
-            block = f"blocks.{i}"
-            across(partial(self._project, x, qkv, block), x.shape[0])
-            across(partial(self._attend, qkv, attended), self.heads)
-            across(partial(self._feed_forward, x, attended, block), x.shape[0])
-        return w.layer_norm(x, "ln_post")
-
-    def _project(self, x: np.ndarray, qkv: tuple, block: str, rows: slice) -> None:
-        """Queries, keys and values of these rows, written into `qkv`."""
-        w, (q, k, v) = self.w, qkv
-        scale = np.float32((x.shape[-1] // self.heads) ** -0.25)
-        h = w.layer_norm(x[rows], f"{block}.attn_ln")
-        q[rows] = w.linear(h, f"{block}.attn.query") * scale
-        k[rows] = w.linear(h, f"{block}.attn.key") * scale
-        v[rows] = w.linear(h, f"{block}.attn.value")
-
-    def _attend(self, qkv: tuple, out: np.ndarray, heads: slice) -> None:
-        """Self-attention of these heads, written into their columns of `out`. A head at
-        a time: a head's (T, T) scores are 9 MB, all heads' 54 MB of memory traffic."""
-        q, k, v = qkv
-        size = q.shape[-1] // self.heads
-        for h in range(heads.start, heads.stop):
-            part = slice(h * size, (h + 1) * size)
-            scores = q[:, part] @ k[:, part].T
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            total = scores.sum(axis=-1, keepdims=True)
-            out[:, part] = scores @ v[:, part]
-            out[:, part] /= total  # the (T, Dh) output, not the (T, T) weights
-
-    def _feed_forward(self, x: np.ndarray, attended: np.ndarray, block: str, rows: slice):
-        """The attention's output projection and the MLP, each added to these rows of x."""
-        w = self.w
-        x[rows] += w.linear(attended[rows], f"{block}.attn.out")
-        hidden = w.linear(w.layer_norm(x[rows], f"{block}.mlp_ln"), f"{block}.mlp1")
-        x[rows] += w.linear(gelu_(hidden), f"{block}.mlp2")
-
-    def _conv_gelu(self, x: np.ndarray, name: str, stride: int, across: Across) -> np.ndarray:
-        """GELU(Conv1d(kernel 3, padding 1)) of (T, C_in), as one product (im2col)."""
-        weight = self.w[name + ".weight"]  # MLX layout: (C_out, kernel, C_in)
-        padded = np.pad(x, ((1, 1), (0, 0)))
-        n = (x.shape[0] - 1) // stride + 1
-        columns = np.concatenate([padded[k : k + stride * n : stride] for k in range(3)], axis=1)
-        kernel = weight.reshape(weight.shape[0], -1).T
-        out = np.empty((n, weight.shape[0]), np.float32)
-
-        def rows(part: slice) -> None:
-            y = columns[part] @ kernel
-            y += self.w[name + ".bias"]
-            out[part] = gelu_(y)
-
-        across(rows, n)
-        return out
 
 
 class Decoder:

@@ -1,8 +1,7 @@
-"""The audio encoder: MLX's own on Metal and CUDA, NumPy's on the CPU (see `cpu`)."""
+"""The audio encoder: MLX's own on Metal and CUDA, an ONNX Runtime graph on the CPU."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,6 +12,7 @@ from mlx_whisper.whisper import Whisper
 from threadpoolctl import threadpool_limits
 
 from watcherd.engine import cpu
+from watcherd.engine.encoder_graph import EncoderGraph
 
 
 class Stopped(Exception):
@@ -26,16 +26,17 @@ def encode(model: Whisper, mel: mx.array, check: Callable[[], None] | None = Non
         features = model.encoder(mel)
         mx.eval(features)
         return features
-    return mx.array(_encode_numpy(model, np.array(mel), check))
+    return mx.array(_encode_on_cpu(model, np.array(mel), check))
 
 
-def _encode_numpy(model: Whisper, mel: np.ndarray, check: Callable[[], None] | None) -> np.ndarray:
-    net, step = cpu.shared(cpu.Encoder, model), os.cpu_count() or 1  # one window per core at a time
+def _encode_on_cpu(model: Whisper, mel: np.ndarray, check: Callable[[], None] | None) -> np.ndarray:
+    """A window at a time: the graph spreads each one over every core."""
+    graph = cpu.shared(EncoderGraph, model)
     parts = []
-    for i in range(0, mel.shape[0], step):
+    for window in mel:
         if check is not None:
             check()
-        parts.append(net(mel[i : i + step]))
+        parts.append(graph(window[None]))
     return np.concatenate(parts)
 
 
@@ -43,9 +44,10 @@ class Ahead:
     """Encodes the next batch while the current one decodes, on the CPU path.
 
     The decoder's steps are bound by memory reads, the encoder by arithmetic: side by side
-    they share the two cores better than in turn. While encoding runs ahead, BLAS keeps to
-    one thread (the encoder's windows and the decoder take a core each); a batch decoded
-    with nothing encoding beside it (a short file, the last batch) gets every core again.
+    they share the two cores better than in turn. While encoding runs ahead, the decoder's
+    own BLAS products keep to one thread (the encoder's threads take the cores); a batch
+    decoded with nothing encoding beside it (a short file, the last batch) gets every
+    core again.
     Thread counts change only here, in the caller's thread, when no encoding runs. On
     Metal and CUDA `submit` encodes at once: MLX's GPU work is asynchronous already."""
 
@@ -84,7 +86,7 @@ class Ahead:
         mel = np.array(mel)  # MLX arrays are made and evaluated in this thread only
         if self.blas is None:
             self.blas = threadpool_limits(1, user_api="blas")
-        self.running = self.pool.submit(_encode_numpy, self.model, mel, self._check)
+        self.running = self.pool.submit(_encode_on_cpu, self.model, mel, self._check)
         return lambda future=self.running: mx.array(future.result())
 
     def idle(self) -> None:
