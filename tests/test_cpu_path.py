@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from watcherd.engine import audio, cpu, lightning, models, prepacked
+from watcherd.engine import audio, cpu, lightning, models
 from watcherd.engine.chunks import Chunk
 from watcherd.engine.decoder import BatchDecoder
 from watcherd.engine.encoder_graph import EncoderGraph
@@ -66,18 +66,6 @@ def test_the_decoder_computes_only_live_rows_and_matches_mlx(engine, windows):
     partial = logits(numpy_path, np, live=[0, 2])
     np.testing.assert_allclose(partial[[0, 2]], expected[[0, 2]], atol=1e-3)
     assert not partial[1].any(), "an ended row is not computed"
-
-
-@pytest.mark.parametrize("rows", [1, 3, 8])
-def test_prepacked_products_equal_blas_ones(engine, rows):
-    weights = cpu.Weights(engine.load().model.decoder)
-    x = np.random.default_rng(rows).standard_normal((rows, 384)).astype(np.float32)
-    for name, bias in (("blocks.0.mlp1", True), ("token_embedding", False)):
-        weight = weights[f"{name}.weight"]
-        expected = x @ weight.T + (weights[f"{name}.bias"] if bias else 0)
-        product = prepacked.Linear(weight, weights[f"{name}.bias"] if bias else None, threads=2)
-        np.testing.assert_allclose(product(x), expected, atol=1e-4)
-        assert product(x[:, None, :]).shape == (rows, 1, weight.shape[0])
 
 
 def test_a_model_that_leaves_the_cache_takes_its_decoders_and_packed_weights(

@@ -1,14 +1,18 @@
-"""Whisper's decoder in NumPy, for the CPU (the encoder is a graph: `encoder_graph`).
+"""Whisper's decoder on the CPU: NumPy for attention, ONNX Runtime graphs for the rest.
 
 MLX's CPU backend runs its elementwise kernels scalar and single-threaded (its `exp` is
 ~15x slower than NumPy's), and loops BLAS `gemm` calls with packing for the decoder's
 small batched products: a decoder step at batch 8 took ~70 ms on a 2-core x86 machine.
-The same arithmetic in NumPy, on the same float32 weights (zero-copy views of the MLX
-arrays): the decoder reads its cached keys/values through `gemv`-shaped products,
-attends only to the positions decoded so far, computes only the rows that have not
-ended, and multiplies by its weights through MLAS with the weights packed once
-(`prepacked`). Measured: ~20 ms per step at batch 8, outputs within 1e-4 of MLX's. On
-Metal and CUDA, MLX's own kernels run instead (see `use_numpy`).
+Here, on the same float32 weights (views of the MLX arrays):
+- attention runs in NumPy: the cached keys/values are read through `gemv`-shaped
+  products, only up to the positions decoded so far, and only for the rows that have
+  not ended;
+- everything else in a layer (layer norms, products, GELU, residuals) runs as three small
+  ONNX Runtime graphs (`graphs`), whose products use weights packed once: OpenBLAS
+  repacks the weight on every call and is 5x slower at 2-7 rows, and NumPy makes a call
+  and a pass over memory per operation. Same float32 arithmetic, within 1e-4.
+Measured: ~16 ms per step at batch 8, ~6.5 ms at batch 1. The encoder is one graph
+(`encoder_graph`). On Metal and CUDA, MLX's own kernels run instead (see `use_numpy`).
 """
 
 from __future__ import annotations
@@ -21,21 +25,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 from mlx_whisper.whisper import Whisper
 
-from watcherd.engine import prepacked
-
-# erf(x) ~= x * P(x^2) / Q(x^2) on [-4, 4] (float32 minimax coefficients, as XLA/Eigen).
-ERF_P = (
-    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-    -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-    -1.60960333262415e-02,
-)  # fmt: skip
-ERF_Q = (
-    -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-    -7.37332916720468e-03, -1.42647390514189e-02,
-)  # fmt: skip
-ROWS_IN_CACHE = 128  # rows per elementwise block: (128, 1536) float32 fits in L2
-STEP_LINEARS = {"query", "key", "value", "out", "mlp1", "mlp2"}
-
+from watcherd.engine.graphs import Builder, Graph, tensor
 
 _nets: dict[tuple[int, type], object] = {}
 
@@ -54,30 +44,6 @@ def use_numpy(model: Whisper) -> bool:
     """NumPy paths for float32 weights on MLX's CPU device; MLX kernels elsewhere."""
     weight = model.decoder.token_embedding.weight
     return mx.default_device() == mx.cpu and weight.dtype == mx.float32
-
-
-def gelu_(x: np.ndarray) -> np.ndarray:
-    """Exact (erf) GELU in place, in row blocks that stay in cache."""
-    rows = x.reshape(-1, x.shape[-1])
-    for i in range(0, rows.shape[0], ROWS_IN_CACHE):
-        v = rows[i : i + ROWS_IN_CACHE]
-        z = v * np.float32(0.7071067811865476)
-        np.clip(z, -4.0, 4.0, out=z)
-        z2 = z * z
-        p = np.full_like(z2, ERF_P[0])
-        for c in ERF_P[1:]:
-            p *= z2
-            p += np.float32(c)
-        q = np.full_like(z2, ERF_Q[0])
-        for c in ERF_Q[1:]:
-            q *= z2
-            q += np.float32(c)
-        p *= z
-        p /= q
-        p += 1.0
-        p *= 0.5
-        v *= p
-    return x
 
 
 def softmax_(scores: np.ndarray) -> np.ndarray:
@@ -144,14 +110,44 @@ class Decoder:
         self.heads = model.decoder.blocks[0].attn.n_head
         self.embedding = self.w["token_embedding.weight"]
         self.positions = self.w["positional_embedding"]
-        # A step's products (a few rows by each weight) through MLAS, weights packed once;
-        # the cross-attention keys/values (once per batch, 12,000 rows) stay with BLAS.
-        self.products = {
-            name: prepacked.Linear(self.w[f"{name}.weight"], self.w.arrays.get(f"{name}.bias"))
-            for name in _step_linears(self.w)
-        }
-        # The vocabulary projection, the largest, on every core.
-        self.unembed = prepacked.Linear(self.embedding, threads=os.cpu_count() or 1)
+        self.layers = [self._layer_graphs(f"blocks.{i}") for i in range(self.n_layer)]
+        self.unembed = self._unembed_graph()
+
+    def _layer_graphs(self, block: str) -> tuple[Graph, Graph, Graph]:
+        """A layer's work around its two attentions, on rows x (n, d): before the
+        self-attention (its queries, keys, values), between the attentions (the output
+        projection and the cross-attention's queries), after them (the MLP)."""
+        width = self.embedding.shape[1]
+        rows = ["n", width]
+        scale = (width // self.heads) ** -0.25  # on queries and keys both, as Whisper
+        g = Builder(self.w)
+        h = g.layer_norm("x", f"{block}.attn_ln")
+        q = g.scaled(g.linear(h, f"{block}.attn.query"), scale)
+        k = g.scaled(g.linear(h, f"{block}.attn.key"), scale)
+        v = g.linear(h, f"{block}.attn.value")
+        before = g.build([tensor("x", rows)], {"q": (q, rows), "k": (k, rows), "v": (v, rows)})
+        g = Builder(self.w)
+        x = g.node("Add", "x", g.linear("attended", f"{block}.attn.out"))
+        q = g.linear(g.layer_norm(x, f"{block}.cross_attn_ln"), f"{block}.cross_attn.query")
+        between = g.build([tensor("x", rows), tensor("attended", rows)],
+                          {"y": (x, rows), "q": (g.scaled(q, scale), rows)})  # fmt: skip
+        g = Builder(self.w)
+        x = g.node("Add", "x", g.linear("attended", f"{block}.cross_attn.out"))
+        hidden = g.linear(g.layer_norm(x, f"{block}.mlp_ln"), f"{block}.mlp1")
+        hidden = g.node("Gelu", hidden, domain="com.microsoft")  # exact (erf) GELU
+        x = g.node("Add", x, g.linear(hidden, f"{block}.mlp2"))
+        after = g.build([tensor("x", rows), tensor("attended", rows)], {"y": (x, rows)})
+        return before, between, after
+
+    def _unembed_graph(self) -> Graph:
+        """Logits from the last rows: the final layer norm and the vocabulary projection,
+        the step's largest product, on every core."""
+        vocabulary, width = self.embedding.shape
+        g = Builder(self.w)
+        embedding = g.constant("token_embedding.weight", self.embedding)
+        logits = g.node("Gemm", g.layer_norm("x", "ln"), embedding, transB=1)
+        return g.build([tensor("x", ["n", width])], {"logits": (logits, ["n", vocabulary])},
+                       threads=os.cpu_count() or 1)  # fmt: skip
 
     def cross_kv(self, features: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per layer: keys (B, H, Dh, T) and values (B, H, T, Dh), split and scaled once.
@@ -192,48 +188,37 @@ class Decoder:
         rows = np.arange(batch) if live is None else np.asarray(live)
         if not rows.size:
             return np.zeros((batch, self.embedding.shape[0]), np.float32)
-        w = self.w
-        n = tokens.shape[1]
+        n, width = tokens.shape[1], self.embedding.shape[1]
         x = self.embedding[tokens[rows]] + self.positions[pos : pos + n]
+        x = x.reshape(-1, width)  # (rows * n, d): the graphs take rows
         end = pos + n
         causal = None
         if n > 1:
             query_pos, key_pos = np.arange(pos, end)[:, None], np.arange(end)[None, :]
             causal = np.where(key_pos <= query_pos, 0.0, -np.inf).astype(np.float32)
-        scale = np.float32((x.shape[-1] // self.heads) ** -0.25)
         every = rows.size == batch  # all rows: the caches' own views, no gathering
-        for i, ((k_cache, v_cache), (k_t, v)) in enumerate(zip(self_kv, cross_kv, strict=True)):
-            block = f"blocks.{i}"
-            h = w.layer_norm(x, f"{block}.attn_ln")
-            q = _heads(self._linear(h, f"{block}.attn.query"), self.heads) * scale
-            k = _heads(self._linear(h, f"{block}.attn.key"), self.heads)
-            k_cache[rows, :, pos:end] = k * scale
-            v_cache[rows, :, pos:end] = _heads(self._linear(h, f"{block}.attn.value"), self.heads)
+
+        def heads(y: np.ndarray) -> np.ndarray:
+            return _heads(y.reshape(rows.size, n, width), self.heads)
+
+        def merged(y: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(_merge(y).reshape(-1, width))
+
+        layers = zip(self_kv, cross_kv, self.layers, strict=True)
+        for (k_cache, v_cache), (k_t, v), (before, between, after) in layers:
+            q, k, value = before.run(x=x)
+            k_cache[rows, :, pos:end] = heads(k)
+            v_cache[rows, :, pos:end] = heads(value)
             keys = k_cache[:, :, :end] if every else k_cache[rows, :, :end]
             values = v_cache[:, :, :end] if every else v_cache[rows, :, :end]
-            scores = q @ keys.transpose(0, 1, 3, 2)
+            scores = heads(q) @ keys.transpose(0, 1, 3, 2)
             if causal is not None:
                 scores += causal
-            x += self._linear(_merge(softmax_(scores) @ values), f"{block}.attn.out")
-            h = w.layer_norm(x, f"{block}.cross_attn_ln")
-            q = _heads(self._linear(h, f"{block}.cross_attn.query"), self.heads) * scale
-            x += self._linear(_merge(_cross_attention(q, k_t, v, rows)), f"{block}.cross_attn.out")
-            hidden = self._linear(w.layer_norm(x, f"{block}.mlp_ln"), f"{block}.mlp1")
-            x += self._linear(gelu_(hidden), f"{block}.mlp2")
-        logits = self.unembed(w.layer_norm(x[:, -1], "ln"))
+            x, q = between.run(x=x, attended=merged(softmax_(scores) @ values))
+            x = after.run(x=x, attended=merged(_cross_attention(heads(q), k_t, v, rows)))
+        logits = self.unembed.run(x=np.ascontiguousarray(x.reshape(rows.size, n, width)[:, -1]))
         if every:
             return logits
         full = np.zeros((batch, logits.shape[-1]), np.float32)
         full[rows] = logits
         return full
-
-    def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
-        return self.products[name](x)
-
-
-def _step_linears(w: Weights) -> list[str]:
-    """The decoder's linear layers that run on every step (all but the cross-attention
-    keys and values)."""
-    names = [n.removesuffix(".weight") for n in w.arrays if n.endswith(".weight")]
-    once = ("cross_attn.key", "cross_attn.value")
-    return [n for n in names if n.split(".")[-1] in STEP_LINEARS and not n.endswith(once)]

@@ -9,9 +9,14 @@ the graph.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnxruntime
 from onnx import GraphProto, TensorProto, helper
+
+if TYPE_CHECKING:  # cpu imports this module
+    from watcherd.engine.cpu import Weights
 
 
 class Graph:
@@ -42,10 +47,63 @@ class Graph:
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
 
-    def run(self, **inputs: np.ndarray) -> np.ndarray:
-        """The graph's one output."""
-        (out,) = self.session.run(None, inputs)
-        return out
+    def run(self, **inputs: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """The graph's output, or its outputs."""
+        outputs = self.session.run(None, inputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+class Builder:
+    """The nodes of a graph over a model's weights (`cpu.Weights`), and the constants it
+    reads. Values are named by the node that makes them."""
+
+    def __init__(self, weights: Weights) -> None:
+        self.w = weights
+        self.nodes: list = []
+        self.constants: dict[str, np.ndarray] = {}
+
+    def node(self, op: str, *inputs: str, **attributes) -> str:
+        output = f"{op}_{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op, list(inputs), [output], **attributes))
+        return output
+
+    def constant(self, name: str, array: np.ndarray) -> str:
+        self.constants[name] = np.ascontiguousarray(array, np.float32)
+        return name
+
+    def shape(self, name: str, dims: list[int]) -> str:
+        value = helper.make_tensor(name, TensorProto.INT64, [len(dims)], dims)
+        self.nodes.append(helper.make_node("Constant", [], [name], value=value))
+        return name
+
+    def linear(self, x: str, name: str) -> str:
+        """x @ weight.T + bias for rows x, the weight read as MLX keeps it (out, in)."""
+        inputs = [x, self.constant(f"{name}.weight", self.w[f"{name}.weight"])]
+        if f"{name}.bias" in self.w.arrays:
+            inputs.append(self.constant(f"{name}.bias", self.w[f"{name}.bias"]))
+        return self.node("Gemm", *inputs, transB=1)
+
+    def layer_norm(self, x: str, name: str) -> str:
+        weight = self.constant(f"{name}.weight", self.w[f"{name}.weight"])
+        bias = self.constant(f"{name}.bias", self.w[f"{name}.bias"])
+        return self.node("LayerNormalization", x, weight, bias, axis=-1, epsilon=self.w.eps)
+
+    def scaled(self, x: str, scale: float) -> str:
+        return self.node("Mul", x, self.constant(f"scale_{len(self.nodes)}", np.float32(scale)))
+
+    def build(
+        self,
+        inputs: list,
+        outputs: dict[str, tuple[str, list]],
+        threads: int = 1,
+        prepack: bool = True,
+    ) -> Graph:
+        """A session for the nodes so far: `outputs` names values (name -> (value, shape))."""
+        named = [helper.make_node("Identity", [value], [name])
+                 for name, (value, _) in outputs.items()]  # fmt: skip
+        results = [tensor(name, shape) for name, (_, shape) in outputs.items()]
+        graph = helper.make_graph(self.nodes + named, "graph", inputs, results)
+        return Graph(graph, self.constants, threads, prepack)
 
 
 def tensor(name: str, shape: list) -> object:
