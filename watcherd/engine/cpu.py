@@ -12,7 +12,7 @@ Here, on the same float32 weights (views of the MLX arrays):
   repacks the weight on every call and is 5x slower at 2-7 rows, and NumPy makes a call
   and a pass over memory per operation. Same float32 arithmetic, within 1e-4.
 Measured: ~16 ms per step at batch 8, ~6.5 ms at batch 1. The encoder is one graph
-(`encoder_graph`). On Metal and CUDA, MLX's own kernels run instead (see `use_numpy`).
+(`encoder_graph`). On Metal and CUDA, MLX's own kernels run instead (see `use_cpu_path`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def shared(kind: type, model: Whisper):
     return _nets[key]
 
 
-def use_numpy(model: Whisper) -> bool:
-    """NumPy paths for float32 weights on MLX's CPU device; MLX kernels elsewhere."""
+def use_cpu_path(model: Whisper) -> bool:
+    """The CPU path (the encoder graph, this decoder) for float32 weights on MLX's CPU
+    device; MLX's own kernels elsewhere."""
     weight = model.decoder.token_embedding.weight
     return mx.default_device() == mx.cpu and weight.dtype == mx.float32
 

@@ -103,7 +103,7 @@ class BatchDecoder:
         blank[tokenizer.encode(" ") + [self.eot]] = -np.inf
         first = np.full(n_vocab, -np.inf, np.float32)  # the first token must be a timestamp
         first[self.ts_begin : self.ts_begin + self.max_initial_ts + 1] = 0.0
-        self.net = cpu.shared(cpu.Decoder, model) if cpu.use_numpy(model) else None
+        self.net = cpu.shared(cpu.Decoder, model) if cpu.use_cpu_path(model) else None
         self.xp = np if self.net else mx
         no_text = np.zeros(self.ts_begin, np.float32)
         no_text[: self.eot] = -np.inf

@@ -22,7 +22,7 @@ class Stopped(Exception):
 def encode(model: Whisper, mel: mx.array, check: Callable[[], None] | None = None) -> mx.array:
     """Encode a batch of mel windows (B, 3000, n_mels) into audio features (B, 1500, d).
     `check` runs between sub-batches and may raise to abandon the work (stop, cancel)."""
-    if not cpu.use_numpy(model):
+    if not cpu.use_cpu_path(model):
         features = model.encoder(mel)
         mx.eval(features)
         return features
@@ -59,7 +59,7 @@ class Ahead:
         self.running: Future | None = None
 
     def __enter__(self) -> Ahead:
-        if cpu.use_numpy(self.model):
+        if cpu.use_cpu_path(self.model):
             self.pool = ThreadPoolExecutor(1, "encoder-ahead")
         return self
 
