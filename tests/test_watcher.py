@@ -7,8 +7,9 @@ import shutil
 import time
 
 import pytest
-from helpers import wait_for
+from helpers import log_events, wait_for
 
+from watcherd import log
 from watcherd.config import Settings
 from watcherd.store import Store
 from watcherd.watcher import Watcher, rejection
@@ -137,6 +138,24 @@ def test_non_media_hidden_and_output_files_are_never_queued(start_watcher, inbox
         (inbox / name).write_bytes(b"not audio")
     settle()
     assert store.jobs() == []
+
+
+def test_a_name_that_is_not_utf8_is_reported_once_and_holds_up_nothing(
+    start_watcher, inbox, store, audio_dir, tmp_path
+):
+    log.configure(log_dir=tmp_path / "logs")
+    audio = (audio_dir / "jfk.flac").read_bytes()
+    with open(os.fsencode(inbox) + b"/caf\xe9.flac", "wb") as f:  # a Latin-1 name
+        f.write(audio)
+    (inbox / "a.flac").write_bytes(audio)
+    watcher = start_watcher()
+    (inbox / "b.flac").write_bytes(audio)
+    wait_for(lambda: queued_paths(store) == ["a.flac", "b.flac"], 10, message="the others")
+    assert watcher.scan() == 0  # later scans neither fail nor report it again
+    reports = log_events(tmp_path, "cannot_queue")
+    assert len(reports) == 1, reports
+    assert reports[0]["path"].endswith("/caf\\xe9.flac") and "UTF-8" in reports[0]["reason"]
+    assert not log_events(tmp_path, "watcher_error") + log_events(tmp_path, "queue_failed")
 
 
 def test_files_present_before_start_are_found_by_the_startup_scan(

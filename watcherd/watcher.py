@@ -31,6 +31,9 @@ TICK_SECONDS = 0.25
 HEALTH_SECONDS = 2.0
 
 
+NOT_UTF8 = "its name is not valid UTF-8, which the queue cannot store: rename it to transcribe it"
+
+
 def rejection(path: Path, inbox: Path, extensions: Iterable[str]) -> str | None:
     """Why this path is not a candidate, or None when it is one."""
     try:
@@ -46,7 +49,22 @@ def rejection(path: Path, inbox: Path, extensions: Iterable[str]) -> str | None:
         return "temporary download name"
     if path.suffix[1:].lower() not in extensions:
         return "not a media extension"
+    if not _is_utf8(path):  # Linux allows any bytes in a name; macOS only UTF-8
+        return NOT_UTF8
     return None
+
+
+def _is_utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")  # undecodable bytes are surrogates here, and fail
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: Path) -> str:
+    """A path for messages: undecodable bytes of its name shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def is_dataless(st: os.stat_result) -> bool:
@@ -153,6 +171,7 @@ class Watcher:
         self._observer = None
         self._identities: dict[Path, tuple[int, int] | None] = {}
         self._scan_requested = threading.Event()
+        self._unqueueable: set[Path] = set()  # reported already
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -173,8 +192,17 @@ class Watcher:
     # --- nominations -----------------------------------------------------------------
 
     def nominate(self, path: Path, inbox: Path) -> None:
-        if rejection(path, inbox, self.extensions) is None:
+        if self._candidate(path, inbox):
             self.settler.nominate(path, inbox)
+
+    def _candidate(self, path: Path, inbox: Path) -> bool:
+        """Whether to consider this path; a media file that cannot be queued is reported
+        once (in the log: it never reaches the queue that `status` shows)."""
+        reason = rejection(path, inbox, self.extensions)
+        if reason == NOT_UTF8 and path not in self._unqueueable:
+            self._unqueueable.add(path)
+            self.log.error("cannot_queue", path=printable(path), reason=reason)
+        return reason is None
 
     def nominate_tree(self, folder: Path, inbox: Path) -> None:
         for path in self._walk(folder, inbox):
@@ -185,7 +213,7 @@ class Watcher:
         count = 0
         for inbox in self.inboxes:
             for path in self._walk(inbox, inbox):
-                if rejection(path, inbox, self.extensions) is not None:
+                if not self._candidate(path, inbox):
                     continue
                 try:
                     st = path.stat()
