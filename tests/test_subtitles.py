@@ -213,3 +213,53 @@ def test_highlighting_keeps_the_cue_lines_and_times():
         assert mine[0].start == c.start and mine[-1].end == c.end
         assert {m.lines for m in mine} == {c.lines}
         assert [m.text().count("<u>") for m in mine] == [1] * len(c.words)
+
+
+CHINESE = (
+    "今天我们讨论一下这个项目的进展情况，以及下一步的计划安排。"
+    "首先请大家看一下上周的数据，然后我们再决定是否需要调整方向。"
+    "最后，我想感谢每一位同事的努力，没有你们就没有今天的成果！"
+)
+
+
+def columns(line: str) -> int:
+    return sum(2 if "\u3000" <= c <= "\uffef" or "\u4e00" <= c <= "\u9fff" else 1 for c in line)
+
+
+def check_cjk(result: list[Cue], text: str, layout: Layout) -> None:
+    assert len(result) > 1, "a long segment is split"
+    assert "".join("".join(c.lines) for c in result) == text, "no character lost or added"
+    for c in result:
+        assert len(c.lines) <= layout.max_lines
+        assert all(columns(line) <= layout.max_line_chars for line in c.lines), c.lines
+        assert all(line[0] not in "。，、！？" for line in c.lines), "punctuation starts no line"
+        assert c.end - c.start <= layout.max_cue_seconds + 1e-9
+    for a, b in zip(result, result[1:], strict=False):
+        assert a.start <= a.end <= b.start <= b.end
+
+
+def test_chinese_without_spaces_breaks_between_characters():
+    layout = Layout()
+    result = cues([Segment(0.0, 24.0, CHINESE)], layout)
+    check_cjk(result, CHINESE, layout)
+    assert max(columns(line) for c in result for line in c.lines) > 30, "lines are filled"
+
+
+def test_chinese_words_without_spaces_keep_their_own_times():
+    # Whisper's words for Chinese are characters or short runs, with no leading space.
+    words = [Word(i * 0.2, i * 0.2 + 0.15, char, 0.9) for i, char in enumerate(CHINESE)]
+    segment = Segment(0.0, len(CHINESE) * 0.2, CHINESE, tuple(words))
+    layout = Layout(max_line_chars=32)
+    result = cues([segment], layout)
+    check_cjk(result, CHINESE, layout)
+    for c in result:  # each cue starts when its first character is spoken
+        first = CHINESE.index("".join(c.lines)[:8])
+        assert c.start == pytest.approx(words[first].start)
+
+
+def test_latin_words_inside_chinese_and_japanese_kana_stay_whole():
+    text = "我们用Python写代码、そしてテストを書きます。" * 4
+    result = cues([Segment(0.0, 12.0, text)], Layout(max_line_chars=20))
+    lines = [line for c in result for line in c.lines]
+    assert "".join(lines) == text
+    assert all("Pytho" not in line or "Python" in line for line in lines), lines

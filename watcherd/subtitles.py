@@ -3,7 +3,10 @@
 `cues(segments, layout)` turns transcript segments into cues of at most `max_lines` lines of
 at most `max_line_chars` characters and, by default, no longer than 7 s:
 
-- Text breaks only at spaces. A word longer than a line gets a line of its own, never cut.
+- Text breaks only at spaces, and between the characters of Chinese and Japanese (written
+  without spaces; punctuation stays with the character before it). A word longer than a
+  line gets a line of its own, never cut. Wide (CJK) characters count as two columns of a
+  line, as they take two on screen: 42 columns hold 21 of them.
 - Lines are balanced, preferring a break after punctuation when it is close.
 - A segment too long for one cue (characters or seconds) is split into as few cues as
   possible, preferring splits after sentence punctuation, then clause punctuation, and at
@@ -23,6 +26,7 @@ and most desktop players and converters drop them, so the highlight would be los
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
@@ -80,16 +84,51 @@ def escape_vtt(text: str) -> str:
 
 @dataclass(frozen=True)
 class _Unit:
-    """An unbreakable stretch of text between spaces, and the words that make it."""
+    """An unbreakable stretch of text, and the words that make it. `space`: whether a space
+    separates it from the unit before (not between Chinese or Japanese characters)."""
 
     text: str
     start: float
     end: float
     words: tuple[Word, ...] = ()
+    space: bool = True
 
 
 def _piece(word: Word) -> str:
     return " ".join(word.word.split())
+
+
+def _is_cjk(char: str) -> bool:
+    """A character of a script written without spaces: Chinese, Japanese kana."""
+    code = ord(char)
+    return 0x3040 <= code <= 0x30FF or 0x3400 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF
+
+
+def _width(text: str) -> int:
+    """Columns on screen: wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _joined(units: list[_Unit]) -> str:
+    """The units' text as a line: spaces where they had them, none before the first."""
+    return "".join((" " if u.space and k else "") + u.text for k, u in enumerate(units))
+
+
+def _pieces(token: str) -> list[str]:
+    """A space-free token cut between Chinese or Japanese characters; punctuation and
+    closing marks stay with what they follow."""
+    pieces: list[str] = []
+    for char in token:
+        attach = pieces and (
+            not _is_cjk(char)
+            and not _is_cjk(pieces[-1][-1])
+            or char in SENTENCE_END + CLAUSE_END + CLOSING
+        )
+        if attach:
+            pieces[-1] += char
+        else:
+            pieces.append(char)
+    return pieces
 
 
 def _units_from_words(seg: Segment, start: float, end: float) -> list[_Unit]:
@@ -105,11 +144,14 @@ def _units_from_words(seg: Segment, start: float, end: float) -> list[_Unit]:
             new = True
             continue
         word = replace(w, start=s, end=e)
-        if new or w.word[:1].isspace() or not units:
+        spaced = new or w.word[:1].isspace()
+        if spaced or not units:
             units.append(_Unit(piece, s, e, (word,)))
+        elif len(_pieces(units[-1].text + piece)) > len(_pieces(units[-1].text)):
+            units.append(_Unit(piece, s, e, (word,), space=False))  # a CJK character
         else:  # no space before it: part of the previous word ("don" + "'t")
             u = units[-1]
-            units[-1] = _Unit(u.text + piece, u.start, e, (*u.words, word))
+            units[-1] = replace(u, text=u.text + piece, end=e, words=(*u.words, word))
         new = w.word[-1:].isspace()
     return units
 
@@ -120,14 +162,15 @@ def _units(seg: Segment) -> list[_Unit]:
     if seg.words:
         units = _units_from_words(seg, start, end)
         # The segment text is the reference; words that disagree with it are not trusted.
-        if " ".join(u.text for u in units).split() == tokens:
+        if _joined(units).split() == tokens:
             return units
-    total = sum(len(tok) + 1 for tok in tokens)
+    pieces = [(piece, k == 0) for tok in tokens for k, piece in enumerate(_pieces(tok))]
+    total = sum(len(piece) + spaced for piece, spaced in pieces)
     units, done = [], 0
-    for tok in tokens:  # times proportional to characters (with the space after each)
+    for piece, spaced in pieces:  # times proportional to characters (and spaces)
         a = start + (end - start) * done / total
-        done += len(tok) + 1
-        units.append(_Unit(tok, a, start + (end - start) * done / total))
+        done += len(piece) + spaced
+        units.append(_Unit(piece, a, start + (end - start) * done / total, space=spaced))
     return units
 
 
@@ -137,46 +180,47 @@ def _punct_cost(text: str, clause: float, other: float) -> float:
     return 0.0 if last in SENTENCE_END else clause if last in CLAUSE_END else other
 
 
-def _count_lines(tokens: list[str], width: int) -> int:
+def _count_lines(units: list[_Unit], width: int) -> int:
     """Greedy filling gives the fewest lines; an over-long word takes a line by itself."""
     lines, cur = 1, 0
-    for tok in tokens:
+    for u in units:
+        size = _width(u.text)
         if cur == 0:
-            cur = len(tok)
-        elif cur + 1 + len(tok) <= width:
-            cur += 1 + len(tok)
+            cur = size
+        elif cur + u.space + size <= width:
+            cur += u.space + size
         else:
-            lines, cur = lines + 1, len(tok)
+            lines, cur = lines + 1, size
     return lines
 
 
-def _wrap(tokens: list[str], width: int) -> list[str]:
+def _wrap(units: list[_Unit], width: int) -> list[str]:
     """Fewest lines, then the most balanced ones, preferring breaks after punctuation."""
-    lines, n = _count_lines(tokens, width), len(tokens)
+    lines, n = _count_lines(units, width), len(units)
     if lines == 1:
-        return [" ".join(tokens)]
-    # best[(k, j)]: (cost, i) of the first j tokens in k lines, the k-th being tokens[i:j].
-    ends = [0]  # ends[j] - ends[i] - 1: the length of the line tokens[i:j]
-    for tok in tokens:
-        ends.append(ends[-1] + len(tok) + 1)
+        return [_joined(units)]
+    # best[(k, j)]: (cost, i) of the first j units in k lines, the k-th being units[i:j].
+    ends = [0]  # ends[j] - ends[i] - units[i].space: the width of the line units[i:j]
+    for u in units:
+        ends.append(ends[-1] + u.space + _width(u.text))
     best: dict[tuple[int, int], tuple[float, int]] = {(0, 0): (0.0, 0)}
     for k in range(1, lines + 1):
         for j in range(k, n + 1):
             for i in range(j - 1, k - 2, -1):
-                length = ends[j] - ends[i] - 1
+                length = ends[j] - ends[i] - units[i].space
                 if j - i > 1 and length > width:
                     break
                 if (k - 1, i) not in best:
                     continue
                 cost = best[(k - 1, i)][0] + 100 * (min(length, width) / width) ** 2
                 if j < n:
-                    cost += _punct_cost(tokens[j - 1], 8, 20)
+                    cost += _punct_cost(units[j - 1].text, 8, 20)
                 if cost < best.get((k, j), (float("inf"), 0))[0]:
                     best[(k, j)] = (cost, i)
     out, j = [], n
     for k in range(lines, 0, -1):
         i = best[(k, j)][1]
-        out.append(" ".join(tokens[i:j]))
+        out.append(_joined(units[i:j]))
         j = i
     return out[::-1]
 
@@ -204,14 +248,15 @@ def _split(seg: Segment, units: list[_Unit], layout: Layout) -> list[Cue]:
     for i in range(n):
         if best[i][0] == float("inf"):
             continue
-        chars, lines, cur = -1, 1, 0  # greedy line filling, extended one unit at a time
+        chars, lines, cur = 0, 1, 0  # greedy line filling, extended one unit at a time
         for j in range(i + 1, n + 1):  # cue = units[i:j]
-            size = len(units[j - 1].text)
-            chars += size + 1
+            unit = units[j - 1]
+            size, space = _width(unit.text), unit.space and j - 1 > i
+            chars += space + size
             if cur == 0:
                 cur = size
-            elif cur + 1 + size <= width:
-                cur += 1 + size
+            elif cur + space + size <= width:
+                cur += space + size
             else:
                 lines, cur = lines + 1, size
             too_long = end_at(j - 1) - start_at(i) > layout.max_cue_seconds + 1e-9
@@ -225,7 +270,7 @@ def _split(seg: Segment, units: list[_Unit], layout: Layout) -> list[Cue]:
         i = best[j][1]
         group = units[i:j]
         words = tuple(w for u in group for w in u.words)
-        lines = tuple(_wrap([u.text for u in group], width))
+        lines = tuple(_wrap(group, width))
         out.append(Cue(start_at(i), end_at(j - 1), lines, words))
         j = i
     return out[::-1]
