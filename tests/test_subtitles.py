@@ -257,9 +257,17 @@ def test_chinese_words_without_spaces_keep_their_own_times():
         assert c.start == pytest.approx(words[first].start)
 
 
-def test_latin_words_inside_chinese_and_japanese_kana_stay_whole():
-    text = "我们用Python写代码、そしてテストを書きます。" * 4
+def test_latin_words_and_quotes_inside_chinese_and_japanese_stay_whole():
+    text = "我们用Python写代码、そして「テスト」を書きます。" * 4
     result = cues([Segment(0.0, 12.0, text)], Layout(max_line_chars=20))
     lines = [line for c in result for line in c.lines]
     assert "".join(lines) == text
     assert all("Pytho" not in line or "Python" in line for line in lines), lines
+    assert not any(line.endswith("「") or line.startswith("」") for line in lines), lines
+
+
+def test_an_opening_quote_stays_with_what_follows_it():
+    result = cues([Segment(0.0, 6.0, "我说「好」吧。他说「不」。")], Layout(max_line_chars=5))
+    lines = [line for c in result for line in c.lines]
+    assert "".join(lines) == "我说「好」吧。他说「不」。"
+    assert not any(line.endswith("「") for line in lines), lines

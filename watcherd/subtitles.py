@@ -34,7 +34,8 @@ from watcherd.engine.transcript import Segment, Word
 
 SENTENCE_END = ".!?…。！？"
 CLAUSE_END = ",;:–—、，；："
-CLOSING = "\"')]}»”’"
+CLOSING = "\"')]}»”’」』）》〉】"
+OPENING = "“‘「『（《〈【"  # stay with what follows them
 CLOSE_GAP = 0.5  # pauses shorter than this are bridged, so the text does not flicker off and on
 CUE_COST = 1000.0  # dominates the other costs: the fewest cues always win
 
@@ -116,13 +117,13 @@ def _joined(units: list[_Unit]) -> str:
 
 def _pieces(token: str) -> list[str]:
     """A space-free token cut between Chinese or Japanese characters; punctuation and
-    closing marks stay with what they follow."""
+    closing marks stay with what they follow, opening marks with what follows them."""
     pieces: list[str] = []
     for char in token:
         attach = pieces and (
-            not _is_cjk(char)
-            and not _is_cjk(pieces[-1][-1])
+            (not _is_cjk(char) and not _is_cjk(pieces[-1][-1]))
             or char in SENTENCE_END + CLAUSE_END + CLOSING
+            or pieces[-1][-1] in OPENING
         )
         if attach:
             pieces[-1] += char
