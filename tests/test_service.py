@@ -66,15 +66,38 @@ def test_systemd_analyze_would_catch_a_broken_unit():
     assert service.verify_unit("[Service]\nExecStart=relative/path\n") is not None
 
 
+# launchd as it behaves: `bootout` of a job that is not loaded fails; a booted-out job
+# lingers (`print` still finds it) for two more looks before it is gone.
+FAKE_LAUNCHCTL = """#!/bin/sh
+echo "launchctl $*" >> "{log}"
+state="{state}"
+case "$1" in
+  bootstrap) echo loaded > "$state" ;;
+  bootout) [ "$(cat "$state" 2>/dev/null)" = loaded ] || exit 3; echo 2 > "$state" ;;
+  print)
+    case "$(cat "$state" 2>/dev/null)" in
+      loaded) ;;
+      2) echo 1 > "$state" ;;
+      1) echo 0 > "$state" ;;
+      *) exit 113 ;;
+    esac ;;
+esac
+"""
+
+
 @pytest.fixture
 def recorder(tmp_path):
     """Stand-in launchctl and systemctl that append their arguments to a log."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
-    for tool in ("launchctl", "systemctl"):
+    scripts = {
+        "launchctl": FAKE_LAUNCHCTL.format(log=log, state=tmp_path / "launchd.state"),
+        "systemctl": f'#!/bin/sh\necho "systemctl $*" >> "{log}"\n',
+    }
+    for tool, text in scripts.items():
         script = bin_dir / tool
-        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n')
+        script.write_text(text)
         script.chmod(0o755)
     env = cli_env(tmp_path) | {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     return env, log
@@ -98,6 +121,14 @@ def test_launchd_commands_use_the_modern_verbs(tmp_path, config_file, recorder):
     service_cli("install")
     assert calls(log) == [
         f"launchctl bootout {target}",
+        f"launchctl enable {target}",
+        f"launchctl bootstrap gui/{UID} {plist}",
+    ]
+    log.unlink()
+    service_cli("install")  # again: waits until launchd has let go of the running job
+    assert calls(log) == [
+        f"launchctl bootout {target}",
+        *[f"launchctl print {target}"] * 3,
         f"launchctl enable {target}",
         f"launchctl bootstrap gui/{UID} {plist}",
     ]

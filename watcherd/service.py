@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -25,6 +26,7 @@ UNIT = "watcherd.service"
 ROOT = Path(__file__).resolve().parent.parent
 PLIST_TEMPLATE = ROOT / "launchd" / f"{LABEL}.plist.template"
 UNIT_TEMPLATE = ROOT / "systemd" / f"{UNIT}.template"
+UNLOAD_WAIT_SECONDS = 10.0  # how long `install` waits for launchd to let go of the old job
 LAUNCHD_PATH = "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 
@@ -102,10 +104,20 @@ class Launchd:
     def install(self, paths: Paths) -> None:
         paths.log_dir.mkdir(parents=True, exist_ok=True)
         paths.workdir.mkdir(parents=True, exist_ok=True)
-        _run(["launchctl", "bootout", self.target], check=False)  # reinstall: replace
+        if _run(["launchctl", "bootout", self.target], check=False).returncode == 0:
+            self._wait_unloaded()  # a reinstall replaces the running job
         _write(self.file, self.render(paths))
         _run(["launchctl", "enable", self.target])
         _run(["launchctl", "bootstrap", self.domain, str(self.file)])
+
+    def _wait_unloaded(self) -> None:
+        """`bootout` may return while launchd is still stopping the job, and a bootstrap
+        then fails ("Bootstrap failed: 5: Input/output error"): wait until it is gone."""
+        deadline = time.monotonic() + UNLOAD_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if _run(["launchctl", "print", self.target], check=False).returncode != 0:
+                return
+            time.sleep(0.2)
 
     def uninstall(self) -> None:
         _run(["launchctl", "bootout", self.target], check=False)
