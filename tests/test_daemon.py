@@ -9,6 +9,7 @@ import signal
 
 import pytest
 from helpers import (
+    log_events,
     run_cli,
     start_daemon,
     status_json,
@@ -104,10 +105,12 @@ def test_while_its_model_loads_the_daemon_says_starting_and_its_inbox_exists(tmp
     lock = tmp_path / "state" / "jobs.db.lock"
     proc = start_daemon(config, tmp_path, wait=False)
     try:
-        # Frozen (SIGSTOP) the moment it has taken its lock, the daemon stays mid-start.
-        wait_for(lambda: read_lock_info(lock).get("pid") == proc.pid, 60, interval=0.005,
-                 message="the instance lock")  # fmt: skip
+        # Frozen (SIGSTOP) the moment it starts loading (its database work is done, so
+        # nothing is left locked), the daemon stays mid-start.
+        wait_for(lambda: log_events(tmp_path, "loading_models"), 60, interval=0.005,
+                 message="the models to start loading")  # fmt: skip
         proc.send_signal(signal.SIGSTOP)
+        assert read_lock_info(lock)["pid"] == proc.pid
         assert (tmp_path / "inbox").is_dir()
         assert status_json(config, tmp_path)["daemon"]["phase"] == "starting"
         line = run_cli("status", config=config, home=tmp_path).stdout.splitlines()[0]

@@ -77,6 +77,7 @@ class Daemon:
                 self.log.info("recovered", requeued=requeued, failed=failed)
             # Every model an inbox names is converted and checked now (a bad name exits 78
             # at start, not at the first file); the default is loaded last, to stay cached.
+            self.log.info("loading_models", models=settings.models)
             for model in reversed(settings.models):
                 loaded = engine_for(settings, model).load()
                 self.log.info(
