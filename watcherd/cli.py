@@ -292,7 +292,7 @@ def transcribe(
                 output_dir=output_dir,
                 media_extensions=settings.media_extensions,
             )
-            written = outputs.write(transcript, planned, layout(settings))
+            written = outputs.write(transcript, planned, layout(profile))
         except ModelError as exc:
             click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
             sys.exit(EX_CONFIG)

@@ -58,6 +58,11 @@ class Inbox(BaseModel):
     initial_prompt: str | None = None
     formats: list[Format] | None = None
     word_timestamps: bool | None = None
+    # e.g. 16 for a Chinese inbox, whose characters count two columns each
+    subtitle_max_line_chars: int | None = Field(None, ge=10)
+    subtitle_max_lines: int | None = Field(None, ge=1)
+    subtitle_max_cue_seconds: float | None = Field(None, gt=0)
+    subtitle_highlight_words: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -80,6 +85,10 @@ class Profile:
     initial_prompt: str | None
     formats: tuple[str, ...]
     word_timestamps: bool
+    subtitle_max_line_chars: int
+    subtitle_max_lines: int
+    subtitle_max_cue_seconds: float
+    subtitle_highlight_words: bool
 
 
 class Settings(BaseSettings):
@@ -177,7 +186,11 @@ class Settings(BaseSettings):
             initial_prompt=pick("initial_prompt"),
             formats=tuple(pick("formats")),
             # highlighted subtitles are made of word timings
-            word_timestamps=pick("word_timestamps") or self.subtitle_highlight_words,
+            word_timestamps=pick("word_timestamps") or pick("subtitle_highlight_words"),
+            subtitle_max_line_chars=pick("subtitle_max_line_chars"),
+            subtitle_max_lines=pick("subtitle_max_lines"),
+            subtitle_max_cue_seconds=pick("subtitle_max_cue_seconds"),
+            subtitle_highlight_words=pick("subtitle_highlight_words"),
         )
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,12 +52,12 @@ def decode_options(profile: Profile) -> DecodeOptions:
     )
 
 
-def layout(settings: Settings) -> Layout:
+def layout(profile: Profile) -> Layout:
     return Layout(
-        max_line_chars=settings.subtitle_max_line_chars,
-        max_lines=settings.subtitle_max_lines,
-        max_cue_seconds=settings.subtitle_max_cue_seconds,
-        highlight_words=settings.subtitle_highlight_words,
+        max_line_chars=profile.subtitle_max_line_chars,
+        max_lines=profile.subtitle_max_lines,
+        max_cue_seconds=profile.subtitle_max_cue_seconds,
+        highlight_words=profile.subtitle_highlight_words,
     )
 
 
@@ -116,7 +116,7 @@ class Worker:
             transcript = self._engine(profile.model).transcribe(
                 job.path, decode_options(profile), self._progress_reporter(job)
             )
-            written = self._write(job, transcript, profile.formats)
+            written = self._write(job, transcript, profile)
         except JobStopped:
             if self._stop.is_set():
                 self._db(self.store.requeue, job.id)
@@ -168,12 +168,12 @@ class Worker:
             self.engines[model] = engine_for(self.settings, model)
         return self.engines[model]
 
-    def _write(self, job: Job, transcript: Transcript, formats: Iterable[str]) -> list[str]:
+    def _write(self, job: Job, transcript: Transcript, profile: Profile) -> list[str]:
         source = Path(job.path)
         key = path_key(source)
         paths = outputs.plan(
             source,
-            formats,
+            profile.formats,
             media_extensions=self.settings.media_extensions,
             may_replace=lambda p: self.store.output_owner(p) == key,
         )
@@ -181,7 +181,7 @@ class Worker:
         # they are its own to replace, instead of writing `talk.m4a.txt` beside them.
         self._db(self.store.plan_outputs, job.id, [str(p) for p in paths.values()])
         faults.checkpoint("outputs.write")
-        return outputs.write(transcript, paths, layout(self.settings))
+        return outputs.write(transcript, paths, layout(profile))
 
     def _fail(self, job: Job, reason: str, *, transient: bool, joblog) -> None:
         retry_after = None
