@@ -27,6 +27,24 @@ def test_status_while_a_starting_daemon_creates_the_database_shows_an_empty_queu
     assert data["jobs"] == []
 
 
+def test_status_on_a_database_locked_too_long_says_so_and_exits_75(tmp_path, model_cache):
+    # A daemon frozen mid-write (Ctrl-Z at the wrong moment) holds the database.
+    config = write_config(tmp_path, model_cache, busy_timeout_seconds=0.3)
+    database = Path(status_json(config, tmp_path)["database"])
+    run_cli("add", "/nowhere.wav", config=config, home=tmp_path)  # creates the tables
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE jobs SET progress = 0")
+    try:
+        result = run_cli("status", config=config, home=tmp_path)
+    finally:
+        holder.close()
+    assert result.returncode == 75
+    assert f"watcherd: {database}: database is locked; try again" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_add_queues_once_and_cancel_and_retry_change_the_state(config_file, tmp_path, audio_dir):
     clip = audio_dir / "jfk.flac"
     first = run_cli("add", str(clip), config=config_file, home=tmp_path)

@@ -1,11 +1,12 @@
 """The `watcherd` command: a thin layer over the modules. Exit codes: 0 ok, 1 failure,
-2 usage error, 75 already running, 78 bad configuration (sysexits.h)."""
+2 usage error, 75 already running (or the database busy), 78 bad configuration (sysexits.h)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -117,6 +118,9 @@ def status(config: Path | None, as_json: bool, limit: int) -> None:
             if store.schema_version > 0:
                 counts, jobs = store.counts(), store.jobs(limit=limit)
                 running = store.jobs(state="running")
+        except sqlite3.OperationalError as exc:  # locked past the busy timeout
+            click.echo(f"watcherd: {settings.database}: {exc}; try again", err=True)
+            sys.exit(EX_TEMPFAIL)
         finally:
             store.close()
     if as_json:
