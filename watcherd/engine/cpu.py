@@ -76,14 +76,6 @@ class Weights:
             y += bias
         return y.reshape(*x.shape[:-1], weight.shape[0])
 
-    def layer_norm(self, x: np.ndarray, name: str) -> np.ndarray:
-        centred = x - x.mean(axis=-1, keepdims=True)
-        variance = np.einsum("...i,...i->...", centred, centred)[..., None] / x.shape[-1]
-        centred *= 1.0 / np.sqrt(variance + self.eps)
-        centred *= self.arrays[name + ".weight"]
-        centred += self.arrays[name + ".bias"]
-        return centred
-
 
 def _heads(x: np.ndarray, heads: int) -> np.ndarray:
     """(B, n, D) -> (B, H, n, D/H)."""

@@ -32,12 +32,12 @@ def encode(model: Whisper, mel: mx.array, check: Callable[[], None] | None = Non
 def _encode_on_cpu(model: Whisper, mel: np.ndarray, check: Callable[[], None] | None) -> np.ndarray:
     """A window at a time: the graph spreads each one over every core."""
     graph = cpu.shared(EncoderGraph, model)
-    parts = []
+    features = []
     for window in mel:
         if check is not None:
             check()
-        parts.append(graph(window[None]))
-    return np.concatenate(parts)
+        features.append(graph.window(window))
+    return np.stack(features)
 
 
 class Ahead:

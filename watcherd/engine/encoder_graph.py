@@ -50,7 +50,11 @@ class EncoderGraph:
         )
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.graph.run(mel=np.ascontiguousarray(w[None])) for w in mel])
+        return np.stack([self.window(w) for w in mel])
+
+    def window(self, mel: np.ndarray) -> np.ndarray:
+        """One window (3000, n_mels) -> (1500, d), spread over every core."""
+        return self.graph.run(mel=np.ascontiguousarray(mel[None]))[0]
 
     def _block(self, g: Builder, x: str, block: str, shape: str, width: str) -> str:
         h = g.layer_norm(x, f"{block}.attn_ln")
