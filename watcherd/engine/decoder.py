@@ -37,6 +37,7 @@ class RowResult:
     no_speech_prob: float
     temperature: float
     token_logprobs: tuple[float, ...] = ()  # one per token, for word probabilities
+    held_at: int | None = None  # the token where end-of-text was first refused (`hold`)
 
 
 def _logsumexp(xp, x):
@@ -61,17 +62,19 @@ class _State:
         self.last_ts = xp.full((batch,), -1, dtype=xp.int32)  # last timestamp token, or -1
         self.done = xp.zeros((batch,), dtype=xp.bool_)
         self.sum_logprob = xp.zeros((batch,), dtype=xp.float32)
-        self.count = xp.zeros((batch,), dtype=xp.int32)
+        self.count = xp.zeros((batch,), dtype=xp.int32)  # tokens sampled, end-of-text too
+        self.spoke = xp.zeros((batch,), dtype=xp.bool_)  # a text token was sampled
+        self.held_at = xp.full((batch,), -1, dtype=xp.int32)  # see RowResult.held_at
 
     def tree(self) -> list[mx.array]:
         return [self.last_is_ts, self.penult_is_ts, self.last_ts, self.done,
-                self.sum_logprob, self.count]  # fmt: skip
+                self.sum_logprob, self.count, self.spoke, self.held_at]  # fmt: skip
 
     @classmethod
     def from_tree(cls, tree: list[mx.array]) -> _State:
         state = cls.__new__(cls)
         (state.last_is_ts, state.penult_is_ts, state.last_ts, state.done,
-         state.sum_logprob, state.count) = tree  # fmt: skip
+         state.sum_logprob, state.count, state.spoke, state.held_at) = tree  # fmt: skip
         return state
 
 
@@ -217,6 +220,16 @@ class BatchDecoder:
         text = xp.where(ts_mass > xp.max(text, axis=-1, keepdims=True), -xp.inf, text)
         return xp.concatenate([text, stamps], axis=1)
 
+    def _refuse_end(self, logits, state: _State, hold):
+        """Refuse end-of-text to the rows that have spoken and whose last timestamp is
+        before their `hold`; returns the logits and where each row first wanted to end."""
+        xp = self.xp
+        refused = state.spoke & ~state.done & (state.last_ts - self.ts_begin < hold)
+        wanted = refused & (xp.argmax(logits, axis=-1) == self.eot)
+        held_at = xp.where(wanted & (state.held_at < 0), state.count, state.held_at)
+        logits[:, self.eot] = xp.where(refused, -xp.inf, logits[:, self.eot])
+        return logits, held_at
+
     def _sample(self, logits, temperature: float, noise):
         """Greedy, or a sample at `temperature` (`noise`: an MLX key or a NumPy generator)."""
         if temperature == 0:
@@ -226,10 +239,14 @@ class BatchDecoder:
         gumbel = noise.gumbel(size=logits.shape).astype(np.float32)  # Gumbel-max sampling
         return np.argmax(logits / temperature + gumbel, axis=-1).astype(np.int32)
 
-    def _step(self, tokens, pos, self_kv, cross_kv, state_tree, temperature, noise, first):
+    def _step(self, tokens, pos, self_kv, cross_kv, state_tree, temperature, noise, first,
+              hold=None):  # fmt: skip
         xp, state = self.xp, _State.from_tree(state_tree)
         logits, self_kv = self._logits(tokens, pos, self_kv, cross_kv, state.done)
         logits = self._rules(logits, state, first)
+        held_at = state.held_at
+        if hold is not None:
+            logits, held_at = self._refuse_end(logits, state, hold)
         chosen = self._sample(logits, temperature, noise)
         total = _logsumexp(xp, logits)
         chosen_lp = (xp.take_along_axis(logits, chosen[:, None], axis=-1) - total)[:, 0]
@@ -243,6 +260,8 @@ class BatchDecoder:
         new.last_is_ts = xp.where(live, is_ts, state.last_is_ts)
         new.last_ts = xp.where(live & is_ts, chosen, state.last_ts)
         new.done = state.done | (chosen == self.eot)
+        new.spoke = state.spoke | (live & (chosen < self.eot))
+        new.held_at = held_at
         return chosen, chosen_lp, self_kv, new.tree()
 
     # --- decoding a batch ------------------------------------------------------------
@@ -254,9 +273,12 @@ class BatchDecoder:
         temperature: float = 0.0,
         seed: int = 0,
         check: Callable[[], None] | None = None,
+        hold: np.ndarray | None = None,
     ) -> list[RowResult]:
         """Decode every row of an encoded batch; `prefix` is the shared prompt + SOT sequence.
-        `check` runs every few steps and may raise to abandon the batch (stop, cancel)."""
+        `check` runs every few steps and may raise to abandon the batch (stop, cancel).
+        `hold`: per row, a timestamp (in steps of TIME_PRECISION into the window) before
+        which a row that has spoken may not end: it must go on with the rest of its window."""
         xp, batch = self.xp, cross_kv[0][0].shape[0]
         limit = min(self.sample_len, self.n_ctx - len(prefix))
         self_kv = self._empty_cache(batch, cross_kv, len(prefix) + limit)
@@ -270,11 +292,13 @@ class BatchDecoder:
             noise = mx.random.split(mx.random.key(seed), self.sample_len)
         else:
             generator = np.random.default_rng(seed)
+        if hold is not None:
+            hold = xp.array(np.asarray(hold, np.int32))
         pos = 0
         for i in range(limit):
             chosen, logprob, self_kv, state = self._step(
                 tokens, pos, self_kv, cross_kv, state, temperature,
-                noise[i] if xp is mx else generator, i == 0,
+                noise[i] if xp is mx else generator, i == 0, hold,
             )  # fmt: skip
             pos += tokens.shape[1]
             tokens = chosen[:, None]
@@ -289,7 +313,7 @@ class BatchDecoder:
                 break
         matrix = np.array(xp.stack(sampled, axis=1)) if sampled else np.zeros((batch, 0))
         lps = np.array(xp.stack(logprobs, axis=1)) if logprobs else np.zeros((batch, 0))
-        sum_logprob, count = np.array(state[4]), np.array(state[5])
+        sum_logprob, count, held_at = np.array(state[4]), np.array(state[5]), np.array(state[7])
         results = []
         for row in range(batch):
             seq = matrix[row].tolist()
@@ -300,6 +324,7 @@ class BatchDecoder:
                 no_speech_prob=float(no_speech[row]),
                 temperature=temperature,
                 token_logprobs=tuple(lps[row, : len(seq)].tolist()),
+                held_at=int(held_at[row]) if held_at[row] >= 0 else None,
             ))  # fmt: skip
         return results
 

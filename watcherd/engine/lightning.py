@@ -14,6 +14,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from itertools import islice
 
 import mlx.core as mx
@@ -24,7 +25,7 @@ from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
 
 from watcherd.engine import alignment, audio, chunks, encoder, repetition, segments
-from watcherd.engine.decoder import BatchDecoder, RowResult
+from watcherd.engine.decoder import TIME_PRECISION, BatchDecoder, RowResult
 from watcherd.engine.models import LoadedModel
 from watcherd.engine.options import DecodeOptions
 from watcherd.engine.transcript import Segment
@@ -107,6 +108,24 @@ def _silent(result: RowResult, options: DecodeOptions, final: bool = False) -> b
     return failed and above(options.fallback_no_speech_threshold)
 
 
+def _without_weak_tail(result: RowResult, text: str, options: DecodeOptions) -> RowResult:
+    """A row that was refused its end (`hold`) and went on, cut back to where it wanted to
+    end if what it went on with fails Whisper's test (improbable or repetitive): music or
+    noise the row would have left alone. The stretch is then decoded again on its own."""
+    if result.held_at is None:
+        return result
+    tail = result.token_logprobs[result.held_at :]
+    weak = options.logprob_threshold is not None and (
+        not tail or float(np.mean(tail)) < options.logprob_threshold
+    )
+    threshold = options.compression_ratio_threshold
+    if not weak and not (threshold and compression_ratio(text) > threshold):
+        return result
+    kept = result.token_logprobs[: result.held_at]
+    return replace(result, tokens=result.tokens[: result.held_at], token_logprobs=kept,
+                   avg_logprob=float(np.mean(kept)) if kept else 0.0, held_at=None)  # fmt: skip
+
+
 def _best(attempts: list[RowResult], texts: list[str], options: DecodeOptions) -> RowResult:
     """When every temperature failed, the likeliest attempt that is not repetitive (as
     faster-whisper does), rather than the last, most random one."""
@@ -123,16 +142,20 @@ def decode_with_fallback(
     options: DecodeOptions,
     check: Callable[[], None] | None = None,
     cross_kv: list[tuple[mx.array, mx.array]] | None = None,
+    hold: np.ndarray | None = None,
 ) -> list[RowResult]:
     """Decode every row greedily; retry only the rows that fail, at higher temperatures.
-    `cross_kv`: the features' cross-attention keys/values, if the caller has them already."""
+    `cross_kv`: the features' cross-attention keys/values, if the caller has them already.
+    `hold`: see `BatchDecoder.decode`; the first decode only."""
     temperatures = options.temperatures or (0.0,)
     cross_kv = cross_kv or decoder.cross_kv(features)
-    results = decoder.decode(cross_kv, prefix, temperatures[0], check=check)
+    results = decoder.decode(cross_kv, prefix, temperatures[0], check=check, hold=hold)
     del cross_kv  # the retries need only their rows' keys/values
 
-    def text(result: RowResult) -> str:
-        return decoder.tokenizer.decode([t for t in result.tokens if t < decoder.eot])
+    def text(result: RowResult, start: int = 0) -> str:
+        return decoder.tokenizer.decode([t for t in result.tokens[start:] if t < decoder.eot])
+
+    results = [_without_weak_tail(r, text(r, r.held_at or 0), options) for r in results]
 
     attempts: dict[int, list[RowResult]] = {}  # a failed row's attempts so far
     retry = list(range(len(results)))
@@ -167,9 +190,15 @@ def _audible(samples: np.ndarray) -> bool:
     return _peak_rms(samples) >= AUDIBLE_RMS
 
 
-def _peak_rms(samples: np.ndarray) -> float:
+def _frame_rms(samples: np.ndarray) -> np.ndarray:
+    """RMS level of each whole 100 ms of the samples."""
     frames = samples[: samples.size // 1600 * 1600].reshape(-1, 1600)
-    return float(np.sqrt((frames**2).mean(axis=1)).max()) if frames.size else 0.0
+    return np.sqrt((frames**2).mean(axis=1))
+
+
+def _peak_rms(samples: np.ndarray) -> float:
+    levels = _frame_rms(samples)
+    return float(levels.max()) if levels.size else 0.0
 
 
 def _loud(samples: np.ndarray) -> bool:
@@ -197,6 +226,22 @@ def skipped(chunk: chunks.Chunk, parsed: list[Segment]) -> list[chunks.Chunk]:
         if end - begin >= GAP_SECONDS and _loud(samples):
             gaps.append(chunks.Chunk(chunk.start + int(begin * rate), samples, True))
     return gaps
+
+
+def hold(chunk: chunks.Chunk) -> int:
+    """The timestamp (in steps of TIME_PRECISION into the chunk) before which its row may
+    not end once it has spoken: ending there would leave GAP_SECONDS or more of loud audio,
+    which `skipped` would decode again in a window of its own. Whisper sometimes ends early
+    (it ends JFK's speech after "...for your country." even when more speech follows, as
+    its training clip did); going on costs a few decoder steps, a second window costs an
+    encoder pass and a decode that can only start once this one is done."""
+    if chunk.second_pass:
+        return 0
+    loud = np.flatnonzero(_frame_rms(chunk.samples) >= GAP_MIN_RMS)
+    if not loud.size:
+        return 0
+    until = min(chunk.seconds - GAP_SECONDS, loud[-1] * 0.1)
+    return max(0, int(until / TIME_PRECISION))
 
 
 def _settle(
@@ -276,7 +321,8 @@ def transcribe(
         decoder = _decoder(loaded, tokenizer)
         # Word timestamps reuse the decoder's cross-attention keys/values: kept only then.
         cross = decoder.cross_kv(features) if options.word_timestamps else None
-        results = decode_with_fallback(decoder, features, prefix, options, check, cross)
+        holds = np.array([hold(chunk) for chunk in batch])
+        results = decode_with_fallback(decoder, features, prefix, options, check, cross, holds)
         spoken = [i for i, result in enumerate(results) if not _silent(result, options, True)]
         timed = alignment.word_timings(decoder, cross, results, batch, spoken) if cross else {}
         del cross
