@@ -129,7 +129,12 @@ def stream_audio(path: Path | str, block_samples: int = 30 * SAMPLE_RATE) -> Ite
         if stream is None:
             raise AudioError(path, "has no audio stream")
         stream.thread_type = "AUTO"
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        # Output in whole seconds: a WAV's packets hold ~1000 samples, and a NumPy array
+        # and a Python iteration per packet doubled the decoding time (0.38 vs 0.19 s for
+        # 9 minutes); the samples are the same.
+        resampler = av.AudioResampler(
+            format="flt", layout="mono", rate=SAMPLE_RATE, frame_size=SAMPLE_RATE
+        )
         pending: list[np.ndarray] = []
         pending_samples = 0
         decoded = 0
