@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from watcherd.engine import audio, cpu, lightning, models
+from watcherd.engine import audio, cpu, encoder, lightning, models
 from watcherd.engine.chunks import Chunk
 from watcherd.engine.decoder import BatchDecoder
 from watcherd.engine.encoder_graph import EncoderGraph
@@ -45,6 +46,31 @@ def test_the_encoder_graph_reads_the_model_weights_in_place(engine):
     assert constant.data_ptr() == weight.ctypes.data, "no copy of a product's weight"
 
 
+def test_the_encoder_ahead_leaves_a_core_to_a_busy_caller(engine, windows, monkeypatch):
+    """A window encoding beside a caller that is cutting chunks or decoding runs on one
+    core; one the caller waits for runs on every core. Both give the same features."""
+    model = engine.load().model
+    threads = []
+    real_window = EncoderGraph.window
+
+    def window(graph, mel):
+        threads.append(graph.graph.threads)
+        return real_window(graph, mel)
+
+    monkeypatch.setattr(EncoderGraph, "window", window)
+    with encoder.Ahead(model) as ahead:
+        beside, waited = ahead.batch(), ahead.batch()
+        with ahead.busy():
+            beside.add(mx.array(windows[0]))
+            beside.windows[0].result()  # it started, and ran, while the caller was busy
+        waited.add(mx.array(windows[0]))
+        features = [np.array(beside.features()), np.array(waited.features())]
+    assert threads == [1, os.cpu_count()]
+    expected = np.array(model.encoder(mx.array(windows[:1])))
+    for got in features:
+        assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
+
+
 def test_the_decoder_computes_only_live_rows_and_matches_mlx(engine, windows):
     loaded = engine.load()
     tokenizer = lightning._tokenizer(loaded, "en", "transcribe")
@@ -77,7 +103,7 @@ def test_a_model_that_leaves_the_cache_takes_its_decoders_and_packed_weights(
     before = len(cpu._nets)
     segments, *_ = lightning.transcribe(loaded, audio_dir / "jfk.flac", DecodeOptions())
     assert segments and loaded.decoders
-    assert len(cpu._nets) == before + 2  # its encoder and decoder
+    assert len(cpu._nets) == before + 3  # its encoder graphs (every core, one) and decoder
     model = weakref.ref(loaded.model)
     del loaded
     gc.collect()

@@ -27,15 +27,16 @@ from mlx_whisper.whisper import Whisper
 
 from watcherd.engine.graphs import Builder, Graph, tensor
 
-_nets: dict[tuple[int, type], object] = {}
+_nets: dict[tuple, object] = {}
 
 
-def shared(kind: type, model: Whisper):
-    """One encoder graph or `Decoder` per model: made once (the decoder's packed weights,
-    however many languages and tasks decode with it), and gone when the model goes."""
-    key = (id(model), kind)
+def shared(kind: type, model: Whisper, *args):
+    """One encoder graph or `Decoder` per model (and `args`): made once (the decoder's
+    packed weights, however many languages and tasks decode with it), and gone when the
+    model goes."""
+    key = (id(model), kind, *args)
     if key not in _nets:
-        _nets[key] = kind(model)
+        _nets[key] = kind(model, *args)
         weakref.finalize(model, _nets.pop, key, None)
     return _nets[key]
 

@@ -29,6 +29,7 @@ class Graph:
         threads: int = 1,
         prepack: bool = True,
     ):
+        self.threads = threads
         graph.initializer.extend(_placeholder(name, a.shape) for name, a in constants.items())
         opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
         model = helper.make_model(graph, opset_imports=opsets)

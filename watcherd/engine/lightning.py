@@ -178,11 +178,24 @@ def decode_with_fallback(
     return results
 
 
-def _take(items: Iterator[chunks.Chunk], size: int, retries: deque[chunks.Chunk]) -> list:
-    """The next batch of at most `size` chunks, tails waiting in `retries` first, so no
-    tail waits long; empty when there is nothing left for now."""
-    batch = [retries.popleft() for _ in range(min(size, len(retries)))]
-    return batch + list(islice(items, size - len(batch)))
+def _take(
+    items: Iterator[chunks.Chunk], size: int, retries: deque[chunks.Chunk]
+) -> Iterator[chunks.Chunk]:
+    """The next batch of at most `size` chunks, one by one as they are cut, tails waiting
+    in `retries` first, so no tail waits long; nothing when there is nothing left for now."""
+    tails = [retries.popleft() for _ in range(min(size, len(retries)))]
+    yield from tails
+    yield from islice(items, size - len(tails))
+
+
+def _cut(stream: Iterator[chunks.Chunk], ahead: encoder.Ahead) -> Iterator[chunks.Chunk]:
+    """The stream's chunks, the encoder told that the caller is busy while each is cut."""
+    while True:
+        with ahead.busy():
+            chunk = next(stream, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def _audible(samples: np.ndarray) -> bool:
@@ -344,18 +357,21 @@ def transcribe(
         report(last_fraction)
 
     retries: deque[chunks.Chunk] = deque()
-    items = iter(stream)
     pending = None  # the batch being encoded ahead, and how to wait for its features
     with encoder.Ahead(loaded.model) as ahead:
+        items = _cut(iter(stream), ahead)
         while True:
-            batch = _take(items, size, retries)
-            encoding = ahead.submit(mx.stack([_mel(c, n_mels) for c in batch])) if batch else None
+            batch, encoding = [], ahead.batch()
+            for chunk in _take(items, size, retries):
+                batch.append(chunk)
+                encoding.add(_mel(chunk, n_mels))
             if pending is not None:  # decode the previous batch while this one encodes
                 check()
-                features = pending[1]()
-                if encoding is None:
+                features = pending[1].features()
+                if not batch:
                     ahead.idle()
-                finish(pending[0], features)
+                with ahead.busy():
+                    finish(pending[0], features)
             pending = (batch, encoding) if batch else None
             if pending is None and not retries:
                 break
