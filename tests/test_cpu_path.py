@@ -38,14 +38,6 @@ def test_the_encoder_graph_matches_mlx(engine, windows, threads):
     assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
 
 
-def test_the_encoder_graph_reads_the_model_weights_in_place(engine):
-    model = engine.load().model
-    graph = EncoderGraph(model)
-    weight = np.array(model.encoder.blocks[0].mlp1.weight, copy=False)
-    constant = graph.graph.constants["blocks.0.mlp1.weight"]
-    assert constant.data_ptr() == weight.ctypes.data, "no copy of a product's weight"
-
-
 def test_the_encoder_ahead_leaves_a_core_to_a_busy_caller(engine, windows, monkeypatch):
     """A window encoding beside a caller that is cutting chunks or decoding runs on one
     core; one the caller waits for runs on every core. Both give the same features."""

@@ -3,8 +3,11 @@
 ONNX Runtime is here already for the VAD. Its CPU kernels (MLAS) run what MLX's CPU
 backend and NumPy do slowly here: fused, vectorised softmax, GELU and layer norm, and
 products by weights packed once. A graph is built with `onnx` from placeholders, and
-the weights are handed over from memory (views of the MLX arrays), never copied into
-the graph.
+the weights are handed over from memory (views of the MLX arrays), never serialised
+into the graph. ONNX Runtime 1.32 still copies them into each session as it starts
+(~35 MB per encoder session of tiny.en); its two ways to use a caller's buffer in place
+(`add_initializer`, an in-memory address in the placeholder) refuse placeholders
+without data.
 """
 
 from __future__ import annotations
