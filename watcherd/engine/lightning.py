@@ -155,7 +155,8 @@ def decode_with_fallback(
     def text(result: RowResult, start: int = 0) -> str:
         return decoder.tokenizer.decode([t for t in result.tokens[start:] if t < decoder.eot])
 
-    results = [_without_weak_tail(r, text(r, r.held_at or 0), options) for r in results]
+    results = [r if r.held_at is None else _without_weak_tail(r, text(r, r.held_at), options)
+               for r in results]  # fmt: skip
 
     attempts: dict[int, list[RowResult]] = {}  # a failed row's attempts so far
     retry = list(range(len(results)))
@@ -335,6 +336,7 @@ def transcribe(
         # Word timestamps reuse the decoder's cross-attention keys/values: kept only then.
         cross = decoder.cross_kv(features) if options.word_timestamps else None
         holds = np.array([hold(chunk) for chunk in batch])
+        holds = holds if holds.any() else None  # none: no refusal work on each step
         results = decode_with_fallback(decoder, features, prefix, options, check, cross, holds)
         spoken = [i for i, result in enumerate(results) if not _silent(result, options, True)]
         timed = alignment.word_timings(decoder, cross, results, batch, spoken) if cross else {}
