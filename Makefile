@@ -2,7 +2,8 @@
 # make test  - set up on first use, then lint and run the whole test suite
 # make bench - speed, accuracy and memory against peers (see README.md, "Benchmark")
 
-PYTHON ?= python3
+# Empty: scripts/find-python picks python3.13 ... python3.10 from PATH (make PYTHON=... to choose).
+PYTHON ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -14,9 +15,12 @@ BLAS    = $(shell $(BIN)/python -c 'from watcherd.blas import find_openblas; pri
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	@$(MAKE) --no-print-directory system-deps
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml Makefile scripts/find-python
+	@# The platform and an interpreter first: an Intel Mac, an old macOS or a missing
+	@# Python is said in one sentence, before anything is installed.
+	@python=$$(PYTHON="$(PYTHON)" scripts/find-python) && \
+		$(MAKE) --no-print-directory system-deps && \
+		{ test -x $(BIN)/python || { echo "$$python -m venv $(VENV)"; "$$python" -m venv $(VENV); }; }
 ifeq ($(UNAME),Linux)
 	# mlx-whisper depends on torch (for conversion only). Pin the CPU build so pip does not
 	# pull several GB of CUDA packages.

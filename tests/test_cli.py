@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
 
-from helpers import run_cli, status_json, wer, write_config
+from helpers import cli_env, run_cli, status_json, wer, write_config
+
+from watcherd.config import load_settings
+from watcherd.instance import InstanceLock
 
 
 def test_status_on_a_fresh_install_shows_an_empty_queue(config_file, tmp_path):
@@ -43,6 +47,32 @@ def test_status_on_a_database_locked_too_long_says_so_and_exits_75(tmp_path, mod
     assert result.returncode == 75
     assert f"watcherd: {database}: database is locked; try again" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_status_of_a_running_daemon_imports_only_what_it_needs(config_file, tmp_path):
+    """`status` answers at once: it reads where the queue is, not the whole configuration,
+    and never loads pydantic, sqlite-utils, MLX or NumPy."""
+    run_cli("add", "/nowhere.wav", config=config_file, home=tmp_path)  # a database to read
+    lock = InstanceLock(load_settings(config_file).queue.lock)  # a daemon, as status sees one
+    lock.acquire({"pid": os.getpid(), "phase": "ready", "model": "tiny.en"})
+    try:
+        env = cli_env(tmp_path) | {"PYTHONPROFILEIMPORTTIME": "1"}
+        result = run_cli("status", config=config_file, home=tmp_path, env=env)
+    finally:
+        lock.release()
+    assert result.returncode == 0 and "daemon: running" in result.stdout, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert {"click", "sqlite3", "watcherd.store"} <= imported  # the check can see imports
+    heavy = {"pydantic", "pydantic_settings", "sqlite_utils", "mlx", "numpy", "structlog"}
+    assert not heavy & imported
+
+
+def test_status_without_a_daemon_checks_the_whole_configuration(tmp_path):
+    """No daemon runs: perhaps because of its configuration, so `status` says what is wrong."""
+    config = tmp_path / "bad.toml"
+    config.write_text(f'database = "{tmp_path}/jobs.db"\nmodel = 3\n')
+    result = run_cli("status", config=config, home=tmp_path)
+    assert result.returncode == 78 and "'model'" in result.stderr
 
 
 def test_add_queues_once_and_cancel_and_retry_change_the_state(config_file, tmp_path, audio_dir):

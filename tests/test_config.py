@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
-import tomllib
 
+from watcherd import locations
 from watcherd.config import ConfigError, Settings, load_settings
+from watcherd.locations import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,3 +200,41 @@ def test_an_inbox_may_set_its_own_subtitle_layout(tmp_path):
     config.write_text('[[inboxes]]\npath = "/in"\nsubtitle_max_line_chars = 5\n')
     with pytest.raises(ConfigError, match="subtitle_max_line_chars"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        ("", {}),
+        ('database = "~/queue/jobs.db"\nbusy_timeout_seconds = 5\n', {}),
+        ('database = "relative/jobs.db"\n', {}),
+        ('database = "~/queue/jobs.db"\n',
+         {"WATCHERD_DATABASE": "/tmp/env/jobs.db", "WATCHERD_BUSY_TIMEOUT_SECONDS": "7.5"}),
+    ],
+)  # fmt: skip
+def test_status_finds_the_queue_where_the_daemon_does(tmp_path, monkeypatch, text, env):
+    """`status` reads the queue's location without pydantic (`locations.queue`): by the
+    same rules, with the same defaults, as the settings the daemon runs with."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    settings = load_settings(config)
+    queue = locations.queue(config)
+    assert queue == settings.queue
+    assert queue.database.is_absolute() and queue.lock.name == "jobs.db.lock"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [("database = 5\n", "database"), ("busy_timeout_seconds = 0\n", "busy_timeout_seconds"),
+     ('busy_timeout_seconds = "soon"\n', "busy_timeout_seconds")],
+)  # fmt: skip
+def test_a_bad_queue_setting_is_named_by_both_readers(tmp_path, text, key):
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    for read in (load_settings, locations.queue):
+        with pytest.raises(ConfigError, match=rf"{config}: invalid value .* for '{key}'"):
+            read(config)

@@ -7,9 +7,10 @@ import shutil
 import subprocess
 import sys
 
+import av
 import numpy as np
 import pytest
-from helpers import cli_env, make_silent_video, wer
+from helpers import cli_env, make_silent_video, wer, write_wav
 
 from watcherd.engine import AudioError, DecodeOptions, Engine, ModelError, audio, models
 
@@ -137,6 +138,22 @@ def test_every_container_decodes_to_16k_mono_of_the_right_length(audio_dir, mani
     expected = 9.0 if name.endswith(".aac") else float(manifest[name]["duration_s"])
     assert samples.size / audio.SAMPLE_RATE == pytest.approx(expected, abs=0.1)
     assert 0.01 < np.abs(samples).max() < 1.5  # float: resampling may overshoot 1.0 a little
+
+
+def test_a_file_whose_tags_are_not_utf8_decodes(tmp_path, audio_dir):
+    """A WAV whose title is Latin-1, as old taggers write it: the tags are not ours to read."""
+    wav = write_wav(tmp_path / "tagged.wav", audio.load_audio(audio_dir / "jfk.flac"))
+    title = b"INAM" + (6).to_bytes(4, "little") + "Café\0\0".encode("latin-1")
+    info = b"LIST" + (4 + len(title)).to_bytes(4, "little") + b"INFO" + title
+    data = wav.read_bytes() + info
+    wav.write_bytes(data[:4] + (len(data) - 8).to_bytes(4, "little") + data[8:])
+    try:  # FFmpeg reads the tag; PyAV 19 as UTF-8 with surrogateescape...
+        with av.open(str(wav)) as container:
+            title = container.metadata["title"].encode("utf-8", "surrogateescape")
+    except UnicodeDecodeError as exc:  # ...earlier versions refuse the file by default
+        title = exc.object
+    assert title == "Café".encode("latin-1")
+    assert audio.load_audio(wav).size == 11 * audio.SAMPLE_RATE
 
 
 def test_streaming_yields_bounded_blocks(audio_dir):

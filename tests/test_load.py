@@ -1,6 +1,11 @@
 """Load: 300 files dropped into the inbox at once. Each is queued once and finished,
-`watcherd status` keeps answering in under a second while the watcher is flooded and the
-worker busy, and the daemon's memory stays flat."""
+`watcherd status` keeps answering at once while the watcher is flooded and the worker
+busy, and the daemon's memory stays flat.
+
+How fast `status` answers depends on how busy the machine is, so it is measured against
+a bare interpreter started at the same moment: the bound is on what `status` itself adds
+(its imports and its queries), which a busy CI machine slows no more than the baseline.
+The absolute figures are measured in `bench/status.py`."""
 
 from __future__ import annotations
 
@@ -35,13 +40,26 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def timed_status(config: Path, home: Path) -> float:
+STATUS_OWN_SECONDS = 0.5  # what `status` may add to a bare interpreter's start, at most
+
+
+def timed_status(config: Path, home: Path) -> tuple[float, float]:
+    """Seconds for `watcherd status`, and for a no-op interpreter started beside it."""
+    env = cli_env(home)
+    status = [sys.executable, "-m", "watcherd", "status", "--config", str(config)]
+    bare = [sys.executable, "-c", "pass"]
     started = time.perf_counter()
-    command = [sys.executable, "-m", "watcherd", "status", "--config", str(config)]
-    result = subprocess.run(command, capture_output=True, text=True, env=cli_env(home), timeout=30)
-    elapsed = time.perf_counter() - started
-    assert result.returncode == 0 and "running (pid" in result.stdout, result.stderr
-    return elapsed
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for c in (status, bare)]  # fmt: skip
+    ends: list[float | None] = [None, None]
+    while None in ends:  # each one's end as it happens
+        for i, proc in enumerate(procs):
+            if ends[i] is None and proc.poll() is not None:
+                ends[i] = time.perf_counter() - started
+        time.sleep(0.001)
+    out, err = procs[0].communicate(timeout=30)
+    assert procs[0].returncode == 0 and "running (pid" in out, err
+    return ends[0], ends[1]
 
 
 @pytest.mark.timeout(2400)  # ~1.3 s per file on 2 cores: the suite's longest test
@@ -87,11 +105,13 @@ def test_300_files_at_once_finish_once_with_status_fast_and_memory_flat(
     assert all((inbox / f"meeting {i:03d}.txt").read_text().strip() for i in range(FILES))
 
     assert len(latencies) >= 10
-    assert max(latencies) < 1.0, latencies
+    own = [status - bare for status, bare in latencies]
+    assert max(own) < STATUS_OWN_SECONDS, latencies
     # Flat: what it holds after the first 50 files is what it holds at the end.
     early = max(mb for n, mb in memory if n <= 50)
     late = max(mb for n, mb in memory if n >= FILES - 50)
     assert late - early < 50, memory
-    print(f"files={FILES} status_max={max(latencies):.2f}s status_median="
-          f"{sorted(latencies)[len(latencies) // 2]:.2f}s rss_early={early:.0f}MB "
+    statuses = sorted(status for status, _ in latencies)
+    print(f"files={FILES} status_max={statuses[-1]:.2f}s status_median="
+          f"{statuses[len(statuses) // 2]:.2f}s own_max={max(own):.2f}s rss_early={early:.0f}MB "
           f"rss_late={late:.0f}MB samples={len(latencies)}")  # fmt: skip

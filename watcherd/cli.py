@@ -10,12 +10,16 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from watcherd import __version__
-from watcherd.config import ConfigError, Settings, load_settings
+from watcherd.locations import ConfigError
 from watcherd.store import STATES
+
+if TYPE_CHECKING:
+    from watcherd.config import Settings
 
 EX_FAILURE = 1
 EX_TEMPFAIL = 75
@@ -23,11 +27,17 @@ EX_CONFIG = 78
 
 
 def _settings(config: Path | None) -> Settings:
+    from watcherd.config import load_settings  # pydantic: not for `status`, which starts fast
+
     try:
         return load_settings(config)
     except ConfigError as exc:
-        click.echo(f"watcherd: bad configuration: {exc}", err=True)
-        sys.exit(EX_CONFIG)
+        _bad_configuration(exc)
+
+
+def _bad_configuration(exc: Exception):
+    click.echo(f"watcherd: bad configuration: {exc}", err=True)
+    sys.exit(EX_CONFIG)
 
 
 config_option = click.option(
@@ -106,27 +116,35 @@ def _open_store(settings: Settings, readonly: bool = False):
 @click.option("--limit", default=20, show_default=True, help="How many recent jobs to list.")
 def status(config: Path | None, as_json: bool, limit: int) -> None:
     """Show the queue: counts per state, the running job, the latest jobs."""
+    from watcherd import locations
     from watcherd.instance import running_daemon
+    from watcherd.store import Store
 
-    settings = _settings(config)
-    daemon = running_daemon(settings)
+    try:
+        queue = locations.queue(config)  # the queue's settings only: see `locations`
+    except ConfigError as exc:
+        _bad_configuration(exc)
+    daemon = running_daemon(queue.lock)
+    if daemon is None:  # perhaps the configuration is why: check all of it, as `run` will
+        _settings(config)
     counts, jobs, running = dict.fromkeys(STATES, 0), [], []
-    if settings.database.exists():
-        store = _open_store(settings, readonly=True)  # never migrates or locks the daemon's
+    if queue.database.exists():
+        # Read-only: never migrates, never holds up the daemon's writes.
+        store = Store(queue.database, readonly=True, busy_timeout=queue.busy_timeout_seconds)
         try:
             # Version 0: a daemon starting this instant has created the file, not the table.
             if store.schema_version > 0:
                 counts, jobs = store.counts(), store.jobs(limit=limit)
                 running = store.jobs(state="running")
         except sqlite3.OperationalError as exc:  # locked past the busy timeout
-            click.echo(f"watcherd: {settings.database}: {exc}; try again", err=True)
+            click.echo(f"watcherd: {queue.database}: {exc}; try again", err=True)
             sys.exit(EX_TEMPFAIL)
         finally:
             store.close()
     if as_json:
         payload = {
             "daemon": _daemon_dict(daemon),
-            "database": str(settings.database),
+            "database": str(queue.database),
             "counts": counts,
             "jobs": [_job_dict(j) for j in jobs],
         }
@@ -375,7 +393,7 @@ def _service_call(manager_name: str | None, action: str) -> None:
 def service_install(config: Path | None, manager: str | None, print_only: bool) -> None:
     """Install and start the service, with absolute paths to this interpreter and config."""
     from watcherd import service as svc
-    from watcherd.config import config_path
+    from watcherd.locations import config_path
 
     settings = _settings(config)
     path = config_path(config)
@@ -386,7 +404,7 @@ def service_install(config: Path | None, manager: str | None, print_only: bool) 
         return
     if not path.exists():  # the service names this file, so it must exist
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text((svc.ROOT / "config.example.toml").read_text())
+        path.write_text(svc.template(svc.EXAMPLE_CONFIG), encoding="utf-8")
         click.echo(f"wrote the default settings to {path}")
     try:
         chosen.install(paths)

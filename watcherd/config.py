@@ -11,13 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import platformdirs
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-APP = "watcherd"
-ENV_PREFIX = "WATCHERD_"
+from watcherd.locations import (
+    BUSY_TIMEOUT_SECONDS,
+    ENV_PREFIX,
+    ConfigError,
+    Queue,
+    config_path,
+    default_database,
+    default_log_dir,
+    default_model_cache_dir,
+    expand,
+    read_file,
+)
+
+__all__ = ["ConfigError", "Inbox", "Profile", "Settings", "config_path", "load_settings"]
+
 MEDIA_EXTENSIONS = [
     "aac", "aif", "aiff", "amr", "caf", "flac", "m4a", "m4b", "mka", "mp2", "mp3", "oga",
     "ogg", "opus", "wav", "wma", "weba", "3gp", "avi", "m4v", "mkv", "mov", "mp4", "mpeg",
@@ -26,23 +37,6 @@ MEDIA_EXTENSIONS = [
 FORMATS = ("txt", "srt", "vtt", "json")
 Format = Literal["txt", "srt", "vtt", "json"]
 Task = Literal["transcribe", "translate"]
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the key, value and source."""
-
-
-def default_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / APP / "config.toml"
-
-
-def _data_dir() -> Path:
-    return Path(platformdirs.user_data_dir(APP, appauthor=False))
-
-
-def _expand(path: Path | str) -> Path:
-    return Path(os.path.expanduser(path)).absolute()
 
 
 class Inbox(BaseModel):
@@ -72,7 +66,7 @@ class Inbox(BaseModel):
     @field_validator("path", mode="after")
     @classmethod
     def _expand_path(cls, value: Path) -> Path:
-        return _expand(value)
+        return expand(value)
 
 
 @dataclass(frozen=True)
@@ -102,10 +96,10 @@ class Settings(BaseSettings):
     media_extensions: list[str] = Field(default_factory=lambda: list(MEDIA_EXTENSIONS))
 
     # Queue
-    database: Path = Field(default_factory=lambda: _data_dir() / "jobs.db")
+    database: Path = Field(default_factory=default_database)
     max_attempts: int = Field(3, ge=1)
     retry_backoff_seconds: float = Field(30.0, ge=0)
-    busy_timeout_seconds: float = Field(30.0, gt=0)
+    busy_timeout_seconds: float = Field(BUSY_TIMEOUT_SECONDS, gt=0)
 
     # Engine
     model: str = "tiny.en"
@@ -117,9 +111,7 @@ class Settings(BaseSettings):
     task: Task = "transcribe"
     initial_prompt: str | None = None
     word_timestamps: bool = False
-    model_cache_dir: Path = Field(
-        default_factory=lambda: Path(platformdirs.user_cache_dir(APP, appauthor=False)) / "models"
-    )
+    model_cache_dir: Path = Field(default_factory=default_model_cache_dir)
 
     # Outputs
     formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
@@ -129,9 +121,7 @@ class Settings(BaseSettings):
     subtitle_highlight_words: bool = False
 
     # Logs
-    log_dir: Path = Field(
-        default_factory=lambda: Path(platformdirs.user_log_dir(APP, appauthor=False))
-    )
+    log_dir: Path = Field(default_factory=default_log_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: int = Field(5_000_000, gt=0)
     log_backups: int = Field(3, ge=0)
@@ -139,7 +129,7 @@ class Settings(BaseSettings):
     @field_validator("database", "model_cache_dir", "log_dir", mode="after")
     @classmethod
     def _expand_paths(cls, value: Path) -> Path:
-        return _expand(value)
+        return expand(value)
 
     @field_validator("media_extensions", mode="after")
     @classmethod
@@ -154,6 +144,10 @@ class Settings(BaseSettings):
         if len({inbox.path for inbox in value}) != len(value):
             raise ValueError("an inbox is listed twice")
         return value
+
+    @property
+    def queue(self) -> Queue:
+        return Queue(self.database, self.busy_timeout_seconds)
 
     @property
     def inbox_paths(self) -> list[Path]:
@@ -211,26 +205,9 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-def config_path(explicit: Path | str | None = None) -> Path:
-    """--config, else $WATCHERD_CONFIG, else the per-user default."""
-    chosen = explicit or os.environ.get(f"{ENV_PREFIX}CONFIG")
-    return Path(chosen).expanduser() if chosen else default_config_path()
-
-
 def load_settings(path: Path | str | None = None) -> Settings:
     """Read and validate the settings; raise ConfigError naming what is wrong and where."""
-    file = config_path(path)
-    explicit = path is not None or f"{ENV_PREFIX}CONFIG" in os.environ
-    values: dict = {}
-    if file.exists():
-        try:
-            values = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
-    elif explicit:
-        raise ConfigError(f"{file}: config file not found")
+    file, values = read_file(path)
     unknown = sorted(
         k
         for k in os.environ

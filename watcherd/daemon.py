@@ -15,7 +15,7 @@ from pathlib import Path
 
 from watcherd import blas, log, outputs
 from watcherd.config import Settings
-from watcherd.instance import InstanceLock, lock_path
+from watcherd.instance import InstanceLock
 from watcherd.store import Store
 from watcherd.watcher import Watcher
 from watcherd.worker import Worker, engine_for
@@ -48,7 +48,7 @@ class Daemon:
 
     def run(self) -> int:
         settings = self.settings
-        lock = InstanceLock(lock_path(settings))
+        lock = InstanceLock(settings.queue.lock)
         engine = engine_for(settings)
         info = {
             "pid": os.getpid(),

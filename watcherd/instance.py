@@ -11,8 +11,6 @@ import json
 import os
 from pathlib import Path
 
-from watcherd.config import Settings
-
 
 class AlreadyRunning(RuntimeError):
     def __init__(self, pid: int | None, lock_path: Path):
@@ -21,10 +19,6 @@ class AlreadyRunning(RuntimeError):
             f"lock: {lock_path}"
         )
         self.pid = pid
-
-
-def lock_path(settings: Settings) -> Path:
-    return settings.database.with_name(settings.database.name + ".lock")
 
 
 class InstanceLock:
@@ -68,9 +62,9 @@ def read_lock_info(path: Path) -> dict:
         return {}
 
 
-def running_daemon(settings: Settings) -> dict | None:
-    """The running daemon's info (pid, start time, model, ...), or None if none runs."""
-    path = lock_path(settings)
+def running_daemon(path: Path) -> dict | None:
+    """The info (pid, start time, model, ...) of the daemon holding the lock at `path`, or
+    None if none runs."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

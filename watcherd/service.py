@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from string import Template
 from xml.sax.saxutils import escape
@@ -23,11 +24,18 @@ from watcherd.config import Settings
 
 LABEL = "com.watcherd.agent"
 UNIT = "watcherd.service"
-ROOT = Path(__file__).resolve().parent.parent
-PLIST_TEMPLATE = ROOT / "launchd" / f"{LABEL}.plist.template"
-UNIT_TEMPLATE = ROOT / "systemd" / f"{UNIT}.template"
+PLIST_TEMPLATE = f"{LABEL}.plist.template"
+UNIT_TEMPLATE = f"{UNIT}.template"
+EXAMPLE_CONFIG = "config.example.toml"
 UNLOAD_WAIT_SECONDS = 10.0  # how long `install` waits for launchd to let go of the old job
 LAUNCHD_PATH = "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+def template(name: str) -> str:
+    """A file shipped in the package (`watcherd/templates/`), so that an installed wheel
+    renders its service files too. The copies at the top of the source tree (`launchd/`,
+    `systemd/`, `config.example.toml`) are where people look; a test keeps them equal."""
+    return resources.files("watcherd").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 class ServiceError(RuntimeError):
@@ -61,13 +69,12 @@ def render_plist(paths: Paths, label: str = LABEL) -> str:
         "stdout": str(paths.log_dir / "launchd.out.log"),
         "stderr": str(paths.log_dir / "launchd.err.log"),
     }
-    template = Template(PLIST_TEMPLATE.read_text(encoding="utf-8"))
-    return template.substitute({k: escape(v) for k, v in values.items()})
+    return Template(template(PLIST_TEMPLATE)).substitute({k: escape(v) for k, v in values.items()})
 
 
 def render_unit(paths: Paths) -> str:
     values = {"python": paths.python, "config": str(paths.config), "workdir": str(paths.workdir)}
-    return Template(UNIT_TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+    return Template(template(UNIT_TEMPLATE)).substitute(values)
 
 
 def _run(command: list[str], *, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,4 +1,7 @@
-"""The job queue: one SQLite file in WAL mode, accessed through sqlite-utils.
+"""The job queue: one SQLite file in WAL mode.
+
+Queries are plain SQL through `sqlite3`; the schema's migrations use sqlite-utils, which
+only the writers import (`status` opens the database read-only and must start fast).
 
 One row per (file, content): the same bytes at the same path are transcribed once; a
 changed file at the same path gets a new row. Jobs move through the states
@@ -18,14 +21,18 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+from watcherd.locations import BUSY_TIMEOUT_SECONDS
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
-BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def path_key(path: Path | str) -> str:
@@ -60,10 +67,10 @@ class Job:
     inbox: str | None = None
 
     @classmethod
-    def from_row(cls, row: dict) -> Job:
+    def from_row(cls, row: sqlite3.Row) -> Job:
         names = cls.__dataclass_fields__
-        values = {k: v for k, v in row.items() if k in names}
-        values["outputs"] = json.loads(row.get("outputs") or "[]")
+        values = {k: v for k, v in zip(row.keys(), row, strict=True) if k in names}
+        values["outputs"] = json.loads(values.get("outputs") or "[]")
         return cls(**values)
 
     @property
@@ -123,57 +130,75 @@ class Store:
         busy_timeout: float = BUSY_TIMEOUT_SECONDS,
     ):
         self.path = Path(path)
-        if readonly:
-            conn = sqlite3.connect(
-                f"file:{self.path}?mode=ro",
-                uri=True,
-                timeout=busy_timeout,
-                check_same_thread=False,
-            )
-        else:
+        target, uri = (f"file:{self.path}?mode=ro", True) if readonly else (str(self.path), False)
+        if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=busy_timeout, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
+        # Autocommit: each statement commits on its own; transactions are explicit.
+        self.conn = sqlite3.connect(target, uri=uri, timeout=busy_timeout,
+                                    check_same_thread=False, isolation_level=None)  # fmt: skip
+        self.conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         if not readonly:
-            self.db.enable_wal()
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
             self.migrate()
 
     def close(self) -> None:
         with self._lock:
-            self.db.close()
+            self.conn.close()
+
+    def execute(self, sql: str, params: list | tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self.conn.execute(sql, params)
+
+    def rows(self, sql: str, params: list | tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One writer at a time from the start (IMMEDIATE): a deferred transaction that
+        reads and then writes can fail to upgrade its lock when another writer came first."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
 
     # --- schema ------------------------------------------------------------------
 
     @property
     def schema_version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
+        return self.execute("PRAGMA user_version").fetchone()[0]
 
     def migrate(self) -> None:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")  # one migrator at a time
-            try:
-                version = self.schema_version
-                if version > len(MIGRATIONS):
-                    raise RuntimeError(
-                        f"{self.path}: schema version {version} is newer than this watcherd "
-                        f"knows ({len(MIGRATIONS)}); upgrade watcherd"
-                    )
-                for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-                    step(self.db)
-                    self.db.execute(f"PRAGMA user_version = {number}")
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        """Bring the schema up to date. Kept here rather than in `sqlite_utils.Migrations`,
+        which reads what is pending before its (deferred) transaction: two processes
+        starting together could both apply a step. Here the version is read and bumped
+        inside one IMMEDIATE transaction; the steps themselves use sqlite-utils."""
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
+        with self.transaction():
+            version = self.schema_version
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path}: schema version {version} is newer than this watcherd "
+                    f"knows ({len(MIGRATIONS)}); upgrade watcherd"
+                )
+            for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                step(db)
+                self.conn.execute(f"PRAGMA user_version = {number}")
 
     # --- enqueue -------------------------------------------------------------------
 
     def is_known(self, path: Path | str, size: int, mtime_ns: int) -> bool:
         """True when this exact file (path, size, mtime) already has a job: no need to hash."""
         with self._lock:
-            row = self.db.execute(
+            row = self.conn.execute(
                 "SELECT 1 FROM jobs WHERE path_key = ? AND size = ? AND mtime_ns = ? LIMIT 1",
                 [path_key(path), size, mtime_ns],
             ).fetchone()
@@ -184,21 +209,19 @@ class Store:
     ) -> tuple[Job, bool]:
         """Queue a file once per content; returns (job, created)."""
         key = path_key(path)
-        with self._lock, self.db.atomic():
-            rows = list(
-                self.db.query(
-                    """
+        with self.transaction():
+            rows = self.rows(
+                """
                 INSERT INTO jobs (path, path_key, inbox, size, mtime_ns, sha256, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (path_key, sha256) DO NOTHING
                 RETURNING *
                 """,
-                    [str(path), key, inbox, size, mtime_ns, sha256, time.time()],
-                )
+                [str(path), key, inbox, size, mtime_ns, sha256, time.time()],
             )
             if rows:
                 # New content at this path: older versions still waiting are superseded.
-                self.db.execute(
+                self.conn.execute(
                     """
                     UPDATE jobs SET state = 'cancelled', finished_at = ?,
                         error = 'superseded by newer content at the same path'
@@ -208,7 +231,7 @@ class Store:
                 )
                 return Job.from_row(rows[0]), True
             # Same content seen before: remember the new stat so scans skip hashing it.
-            self.db.execute(
+            self.conn.execute(
                 "UPDATE jobs SET size = ?, mtime_ns = ? WHERE path_key = ? AND sha256 = ?",
                 [size, mtime_ns, key, sha256],
             )
@@ -221,9 +244,8 @@ class Store:
         """Atomically take the oldest due queued job and mark it running."""
         now = time.time()
         with self._lock:
-            rows = list(
-                self.db.query(
-                    """
+            rows = self.rows(
+                """
                 UPDATE jobs
                 SET state = 'running', attempts = attempts + 1, started_at = ?,
                     progress = 0, worker_pid = ?
@@ -233,15 +255,14 @@ class Store:
                 )
                 RETURNING *
                 """,
-                    [now, pid or os.getpid(), now],
-                )
+                [now, pid or os.getpid(), now],
             )
         return Job.from_row(rows[0]) if rows else None
 
     def set_progress(self, job_id: int, progress: float) -> bool:
         """Record progress (0-100); False when the job is no longer running (cancelled)."""
         with self._lock:
-            cursor = self.db.execute(
+            cursor = self.conn.execute(
                 "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
                 [round(progress, 1), job_id],
             )
@@ -251,7 +272,7 @@ class Store:
         """Record the outputs a job is about to write, before it writes them: after a crash
         the retry knows they are its own to replace, and where its temp files are."""
         with self._lock:
-            self.db.execute(
+            self.conn.execute(
                 "UPDATE jobs SET outputs = ? WHERE id = ? AND state = 'running'",
                 [json.dumps(outputs), job_id],
             )
@@ -267,7 +288,7 @@ class Store:
         language: str,
     ) -> bool:
         with self._lock:
-            cursor = self.db.execute(
+            cursor = self.conn.execute(
                 """
                 UPDATE jobs SET state = 'done', progress = 100, error = NULL, finished_at = ?,
                     outputs = ?, audio_seconds = ?, processing_seconds = ?, model = ?,
@@ -291,7 +312,7 @@ class Store:
         Returns the new state."""
         state = "queued" if retry_after is not None else "failed"
         with self._lock:
-            self.db.execute(
+            self.conn.execute(
                 """
                 UPDATE jobs SET state = ?, error = ?, finished_at = ?, not_before = ?
                 WHERE id = ? AND state = 'running'
@@ -309,7 +330,7 @@ class Store:
     def requeue(self, job_id: int) -> None:
         """Put an interrupted job back without counting the attempt (clean shutdown)."""
         with self._lock:
-            self.db.execute(
+            self.conn.execute(
                 """
                 UPDATE jobs SET state = 'queued', progress = 0, started_at = NULL,
                     attempts = MAX(attempts - 1, 0)
@@ -322,7 +343,7 @@ class Store:
         """At start: jobs a crash left running go back to queued, or fail once they have
         used every attempt (a file that crashes the daemon must not loop forever)."""
         with self._lock:
-            failed = self.db.execute(
+            failed = self.conn.execute(
                 """
                 UPDATE jobs SET state = 'failed', finished_at = ?,
                     error = path || ': interrupted ' || attempts || ' times (the daemon stopped '
@@ -331,7 +352,7 @@ class Store:
                 """,
                 [time.time(), max_attempts],
             ).rowcount
-            requeued = self.db.execute(
+            requeued = self.conn.execute(
                 "UPDATE jobs SET state = 'queued', progress = 0 WHERE state = 'running'"
             ).rowcount
         return requeued, failed
@@ -340,7 +361,7 @@ class Store:
 
     def retry(self, job_id: int) -> Job:
         with self._lock:
-            self.db.execute(
+            self.conn.execute(
                 """
                 UPDATE jobs SET state = 'queued', error = NULL, attempts = 0, progress = 0,
                     not_before = 0, finished_at = NULL
@@ -352,7 +373,7 @@ class Store:
 
     def cancel(self, job_id: int) -> Job:
         with self._lock:
-            self.db.execute(
+            self.conn.execute(
                 """
                 UPDATE jobs SET state = 'cancelled', finished_at = ?
                 WHERE id = ? AND state IN ('queued', 'running')
@@ -364,7 +385,7 @@ class Store:
     # --- queries ---------------------------------------------------------------------
 
     def _one(self, sql: str, params: list) -> Job:
-        rows = list(self.db.query(sql, params))
+        rows = self.rows(sql, params)
         if not rows:
             raise KeyError(params[0])
         return Job.from_row(rows[0])
@@ -383,17 +404,17 @@ class Store:
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
-            return [Job.from_row(r) for r in self.db.query(sql, params)]
+            return [Job.from_row(r) for r in self.rows(sql, params)]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+            rows = self.conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {state: 0 for state in STATES} | dict(rows)
 
     def output_owner(self, output: Path | str) -> str | None:
         """The source path of the job that wrote this output file, if any."""
         with self._lock:
-            row = self.db.execute(
+            row = self.conn.execute(
                 """
                 SELECT jobs.path_key FROM jobs, json_each(jobs.outputs)
                 WHERE json_each.value = ? ORDER BY jobs.id DESC LIMIT 1

@@ -17,6 +17,10 @@ import numpy as np
 SAMPLE_RATE = 16_000
 
 
+# Tags are never read here, so their encoding must not matter. PyAV 19 reads them as UTF-8
+# with surrogateescape and dropped the option; earlier versions refuse to open a file with
+# Latin-1 tags unless told to ignore decoding errors.
+OPEN_OPTIONS = {} if int(av.__version__.split(".")[0]) >= 19 else {"metadata_errors": "ignore"}
 TRUNCATED_SHARE = 0.9  # decoding less than this share of the declared length...
 TRUNCATED_SECONDS = 1.0  # ...and at least this much less means the file was cut short
 
@@ -44,7 +48,7 @@ def _open(path: Path) -> av.container.InputContainer:
     if size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), **OPEN_OPTIONS)
     except FileNotFoundError:
         raise AudioError(path, "file not found (deleted or moved while queued)") from None
     except OSError as exc:  # PyAV's PermissionError and friends are OSErrors too

@@ -1,0 +1,113 @@
+"""Where watcherd keeps things, and the few settings `watcherd status` needs.
+
+`status` must answer at once, like `git status`, and most of its time went into starting
+the interpreter and importing pydantic to validate settings it never uses. So the queue's
+location is read here with `tomllib` alone, by the same rules as `config.Settings` (the
+environment over the file over the defaults below, which `Settings` uses too); a test
+holds the two readers equal. Everything else is validated by `config.load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, before it joined the standard library
+    import tomli as tomllib
+
+APP = "watcherd"
+ENV_PREFIX = "WATCHERD_"
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the key, value and source."""
+
+
+def expand(path: Path | str) -> Path:
+    return Path(os.path.expanduser(path)).absolute()
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / APP / "config.toml"
+
+
+def config_path(explicit: Path | str | None = None) -> Path:
+    """--config, else $WATCHERD_CONFIG, else the per-user default."""
+    chosen = explicit or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    return Path(chosen).expanduser() if chosen else default_config_path()
+
+
+def default_database() -> Path:
+    return Path(platformdirs.user_data_dir(APP, appauthor=False)) / "jobs.db"
+
+
+def default_log_dir() -> Path:
+    return Path(platformdirs.user_log_dir(APP, appauthor=False))
+
+
+def default_model_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP, appauthor=False)) / "models"
+
+
+def read_file(explicit: Path | str | None = None) -> tuple[Path, dict]:
+    """The settings file and its values: empty when the default file does not exist, an
+    error when a file named by --config or $WATCHERD_CONFIG does not."""
+    file = config_path(explicit)
+    named = explicit is not None or f"{ENV_PREFIX}CONFIG" in os.environ
+    try:
+        return file, tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"{file}: config file not found") from None
+        return file, {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Where the job queue is, and how long to wait for its lock."""
+
+    database: Path
+    busy_timeout_seconds: float
+
+    @property
+    def lock(self) -> Path:
+        """The daemon's single-instance lock, beside the database."""
+        return self.database.with_name(self.database.name + ".lock")
+
+
+def queue(explicit: Path | str | None = None) -> Queue:
+    """The queue's settings, read as `config.load_settings` reads them."""
+    file, values = read_file(explicit)
+
+    def pick(key: str, default):
+        variable = f"{ENV_PREFIX}{key.upper()}"
+        if variable in os.environ:
+            return os.environ[variable], f"environment variable {variable}"
+        return values.get(key, default), str(file)
+
+    database, source = pick("database", default_database())
+    if not isinstance(database, (str, Path)) or not str(database):
+        raise ConfigError(f"{source}: invalid value {database!r} for 'database': not a path")
+    timeout, source = pick("busy_timeout_seconds", BUSY_TIMEOUT_SECONDS)
+    try:
+        seconds = float(timeout)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if isinstance(timeout, bool) or not seconds > 0:
+        raise ConfigError(
+            f"{source}: invalid value {timeout!r} for 'busy_timeout_seconds': "
+            "a number of seconds above 0"
+        )
+    return Queue(expand(database), seconds)
