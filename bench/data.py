@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from watcherd.engine.audio import SAMPLE_RATE, load_audio
+from watcherd.engine.audio.decode import SAMPLE_RATE, load_audio
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT.parent / "shared" / "audio"

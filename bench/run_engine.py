@@ -38,12 +38,13 @@ def watcherd_engine(model_cache: str, **kwargs):
 def mlx_whisper_engine(model_cache: str):
     import mlx_whisper
 
-    from watcherd.engine import audio, models
+    from watcherd.engine.audio.decode import load_audio
+    from watcherd.engine.model import models
 
     folder = str(models.load("tiny.en", Path(model_cache)).path)  # same converted weights
 
     def run(path):  # stock transcribe; PyAV decodes, since there is no ffmpeg binary here
-        result = mlx_whisper.transcribe(audio.load_audio(path), path_or_hf_repo=folder, fp16=False)
+        result = mlx_whisper.transcribe(load_audio(path), path_or_hf_repo=folder, fp16=False)
         return result["text"]
 
     run(WARMUP)  # loads the model into mlx-whisper's own holder

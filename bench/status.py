@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from watcherd.engine.audio import SAMPLE_RATE, load_audio
+from watcherd.engine.audio.decode import SAMPLE_RATE, load_audio
 
 AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "audio"
 

@@ -14,19 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT.parent / "shared" / "audio"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if not AUDIO.is_dir():
-        raise pytest.UsageError(f"the test audio is missing: {AUDIO} (clone beside ../shared)")
-
-
 @pytest.fixture(scope="session")
 def audio_dir() -> Path:
+    """Real speech; only the tests that use it need it (the store and config tests don't)."""
+    if not AUDIO.is_dir():
+        pytest.fail(f"the test audio is missing: {AUDIO} (clone beside ../shared)")
     return AUDIO
 
 
 @pytest.fixture(scope="session")
-def manifest() -> dict[str, dict]:
-    with (AUDIO / "MANIFEST.tsv").open(encoding="utf-8") as f:
+def manifest(audio_dir) -> dict[str, dict]:
+    with (audio_dir / "MANIFEST.tsv").open(encoding="utf-8") as f:
         rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         return {row["file"]: row for row in rows}
 
@@ -44,6 +42,18 @@ def engine(model_cache):
     engine = Engine("tiny.en", model_cache)
     engine.load()
     return engine
+
+
+@pytest.fixture(scope="session", params=["cpu", "mlx"])
+def compute(engine, request):
+    """Each compute path over the same float32 tiny.en, on MLX's CPU device: `mlx` runs
+    the code that Metal and CUDA run."""
+    from watcherd.engine import compute
+
+    loaded = engine.load()
+    if loaded.compute.name == request.param:
+        return loaded.compute
+    return compute.create(request.param, loaded.model)
 
 
 @pytest.fixture(autouse=True)

@@ -103,7 +103,8 @@ def without_root_powers():
 
 
 def start_daemon(config: Path, home: Path, env=None, wait: bool = True, **kwargs):
-    """`watcherd run` as a real subprocess; waits until `status` sees it running."""
+    """`watcherd run` as a real subprocess; waits until `status` sees it ready: its models
+    loaded, its watcher and worker running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "watcherd", "run", "--config", str(config)],
         env=env or cli_env(home),
@@ -114,7 +115,10 @@ def start_daemon(config: Path, home: Path, env=None, wait: bool = True, **kwargs
     )
     if wait:
         wait_for(
-            lambda: proc.poll() is not None or status_json(config, home)["daemon"]["running"],
+            lambda: (
+                proc.poll() is not None
+                or status_json(config, home)["daemon"].get("phase") == "ready"
+            ),
             120,
             message="daemon start",
         )

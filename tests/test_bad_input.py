@@ -39,6 +39,7 @@ def test_bad_files_fail_clearly_and_the_queue_goes_on(tmp_path, model_cache, eng
     config = write_config(tmp_path, model_cache, recursive=True, max_attempts=2)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
+    read_only = inbox / "read-only"
     proc = start_daemon(config, tmp_path, preexec_fn=without_root_powers())
     try:
         # A file deleted while it waits in the queue: keep the worker busy, then delete it.
@@ -69,7 +70,6 @@ def test_bad_files_fail_clearly_and_the_queue_goes_on(tmp_path, model_cache, eng
         shutil.copy(audio_dir / "jfk.flac", inbox / "locked.flac")
         (inbox / "locked.flac").chmod(0)
         expected |= {inbox / name: cause for name, cause in bad.items()}
-        read_only = inbox / "read-only"
         read_only.mkdir()
         shutil.copy(audio_dir / "jfk.flac", read_only / "talk.flac")
         read_only.chmod(0o555)
@@ -95,7 +95,8 @@ def test_bad_files_fail_clearly_and_the_queue_goes_on(tmp_path, model_cache, eng
         assert proc.poll() is None, "the daemon keeps running"
         table = run_cli("status", "--limit", "50", config=config, home=tmp_path).stdout
     finally:
-        read_only.chmod(0o755)
+        if read_only.exists():
+            read_only.chmod(0o755)
         stop_daemon(proc)
 
     jobs = jobs_by_path(config, tmp_path)

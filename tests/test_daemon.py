@@ -59,7 +59,7 @@ def test_dropped_files_are_transcribed_beside_themselves(daemon, audio_dir, mani
     assert status["counts"]["done"] == len(GOOD) and status["counts"]["failed"] == 1
     daemon = status["daemon"]
     assert daemon["running"] and daemon["pid"] == proc.pid and daemon["phase"] == "ready"
-    assert daemon["model"] == "tiny.en" and daemon["backend"] == "lightning"
+    assert daemon["model"] == "tiny.en" and daemon["compute"] == "cpu"
     assert daemon["uptime_seconds"] > 0 and "OpenBLAS" in daemon["blas"]
     jobs = {job["path"].rsplit("/", 1)[-1]: job for job in status["jobs"]}
     assert set(jobs) == {*GOOD, "broken.mp3"}, "each file queued exactly once"

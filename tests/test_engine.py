@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from helpers import cli_env, make_silent_video, wer, write_wav
 
-from watcherd.engine import AudioError, DecodeOptions, Engine, ModelError, audio, models
+from watcherd.engine import AudioError, DecodeOptions, Engine, ModelError
+from watcherd.engine.audio import decode as audio
+from watcherd.engine.model import models
 
 # --- models ------------------------------------------------------------------------------
 

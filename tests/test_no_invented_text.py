@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from helpers import wer, write_wav
 
-from watcherd.engine import Engine, Segment, Word, lightning
-from watcherd.engine.decoder import RowResult
+from watcherd.engine import Engine
+from watcherd.engine.decoding import prompt
+from watcherd.engine.decoding.decoder import RowResult
 from watcherd.engine.options import DecodeOptions
-from watcherd.engine.repetition import cut_loops, cut_segment_loops
+from watcherd.engine.quality import fallback
+from watcherd.engine.quality.repetition import cut_loops, cut_segment_loops
+from watcherd.transcript import Segment, Word
 
 RATE = 16_000
 NO_SPEECH = ["zeros.wav", "noise_-40dBFS.wav", "wts_empty.mp3", "lhotse_big_buck_bunny_small.mp4"]
@@ -66,9 +69,9 @@ def _row(avg_logprob: float, temperature: float) -> RowResult:
 def test_when_every_temperature_fails_the_likeliest_fluent_attempt_is_kept():
     attempts = [_row(-1.2, 0.0), _row(-0.2, 0.2), _row(-1.1, 0.4), _row(-3.0, 1.0)]
     texts = ["a fair try", "la " * 80, "a better try", "random words"]
-    best = lightning._best(attempts, texts, DecodeOptions())
+    best = fallback.best(attempts, texts, DecodeOptions())
     assert best.temperature == 0.4, "the repetitive one is likelier, but a loop"
-    assert lightning._best(attempts[1:2], texts[1:2], DecodeOptions()).temperature == 0.2
+    assert fallback.best(attempts[1:2], texts[1:2], DecodeOptions()).temperature == 0.2
 
 
 # --- repetition loops -----------------------------------------------------------------
@@ -128,12 +131,12 @@ def test_a_loop_across_segments_keeps_the_first_and_its_words():
 
 def test_a_looping_row_is_cut_in_the_transcript(engine, audio_dir, monkeypatch):
     """Every row decodes to "Thank you." 25 times, at every temperature."""
-    tokenizer = lightning._tokenizer(engine.load(), "en", "transcribe")
+    tokenizer = prompt.tokenizer(False, engine.load().num_languages, "en", "transcribe")
     looped = [tokenizer.timestamp_begin, *tokenizer.encode(" Thank you.") * 25,
               tokenizer.timestamp_begin + 1500]  # fmt: skip
 
     def decode(decoder, features, *args, **kwargs):
         return [RowResult(looped, -0.5, 0.0, 1.0) for _ in range(features.shape[0])]
 
-    monkeypatch.setattr(lightning, "decode_with_fallback", decode)
+    monkeypatch.setattr(fallback, "decode_with_fallback", decode)
     assert engine.transcribe(audio_dir / "jfk.flac").text == "Thank you."

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from watcherd import outputs
-from watcherd.engine.transcript import Segment, Transcript
+from watcherd.transcript import Segment, Transcript
 
 MEDIA = ["m4a", "wav", "mp3"]
 
@@ -117,3 +120,14 @@ def test_a_failure_mid_way_renames_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         outputs.write(transcript(), paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.m4a"]
+
+
+def test_writing_transcripts_loads_no_engine():
+    """Writers and the command line handle plain `Transcript` values: no MLX, ONNX Runtime
+    or PyAV is loaded to write a text file."""
+    script = "import sys, watcherd.outputs, watcherd.transcript; print(sorted(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = set(ast.literal_eval(done.stdout))
+    assert "watcherd.outputs" in loaded
+    assert not {"mlx", "mlx.core", "onnxruntime", "av", "numpy", "watcherd.engine"} & loaded

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import start_daemon, status_json, wait_for, write_config, write_wav
 
-from watcherd.engine import audio
+from watcherd.engine.audio import decode as audio
 
 
 @pytest.fixture(scope="module")

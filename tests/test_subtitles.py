@@ -7,8 +7,8 @@ import random
 import pytest
 
 from watcherd import outputs
-from watcherd.engine.transcript import Segment, Transcript, Word
 from watcherd.subtitles import Cue, Layout, cues
+from watcherd.transcript import Segment, Transcript, Word
 
 VOCAB = [
     "the",

@@ -8,8 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from watcherd.engine import DecodeOptions, Engine, Transcript, alignment, encoder, lightning
+from watcherd.engine import DecodeOptions, Engine, lightning
+from watcherd.engine.audio import mel
+from watcherd.engine.decoding import alignment
 from watcherd.outputs import render_json
+from watcherd.transcript import Transcript
 
 WORDS = DecodeOptions(word_timestamps=True)
 
@@ -17,11 +20,11 @@ WORDS = DecodeOptions(word_timestamps=True)
 def _transcribe_counting(engine: Engine, path) -> tuple[Transcript, int, int]:
     """Transcribe with word timestamps; count the windows encoded and the chunks decoded."""
     encoded, taken = [0], [0]
-    real_add, real_take = encoder.Batch.add, lightning._take
+    real_window, real_take = mel.window, lightning.next_batch
 
-    def add(*args, **kwargs):
+    def window(*args, **kwargs):
         encoded[0] += 1
-        return real_add(*args, **kwargs)
+        return real_window(*args, **kwargs)
 
     def take(*args, **kwargs):
         for chunk in real_take(*args, **kwargs):
@@ -29,8 +32,8 @@ def _transcribe_counting(engine: Engine, path) -> tuple[Transcript, int, int]:
             yield chunk
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(encoder.Batch, "add", add)
-        mp.setattr(lightning, "_take", take)
+        mp.setattr(mel, "window", window)
+        mp.setattr(lightning, "next_batch", take)
         transcript = engine.transcribe(path, WORDS)
     return transcript, encoded[0], taken[0]
 
@@ -115,9 +118,9 @@ def test_dtw_follows_the_cheapest_monotonic_path():
 
 def test_punctuation_joins_its_neighbouring_words():
     words = [
-        alignment._Timing(t, [0.5], i, i + 1) for i, t in enumerate([" (", "Hi", ",", " you", ")"])
+        alignment.Timing(t, [0.5], i, i + 1) for i, t in enumerate([" (", "Hi", ",", " you", ")"])
     ]
-    merged = alignment._merge_punctuation(words)
+    merged = alignment.merge_punctuation(words)
     assert [(w.text, w.start, w.probs) for w in merged] == [
         (" (Hi,", 1, [0.5, 0.5, 0.5]),
         (" you)", 3, [0.5, 0.5]),

@@ -1,8 +1,8 @@
 """Make MLX's CPU backend use a real BLAS on Linux.
 
-The `mlx[cpu]` wheel bundles the reference (netlib) BLAS: a 1500x384 @ 384x1536 matmul runs
-at ~4.7 GFLOP/s with it and ~180 GFLOP/s with OpenBLAS. MLX resolves `cblas_sgemm` at load
-time, so the only way in is LD_PRELOAD before the process starts: watcherd re-executes
+The `mlx[cpu]` wheel bundles the reference (netlib) BLAS, tens of times slower than
+OpenBLAS (README: "MLX on a Linux CPU needs a real BLAS"). MLX resolves `cblas_sgemm` at
+load time, so the only way in is LD_PRELOAD before the process starts: watcherd re-executes
 itself once with OpenBLAS preloaded when setup has installed it, and says so loudly when not.
 """
 
@@ -23,7 +23,7 @@ _CANDIDATES = (
     "/usr/lib/libopenblas.so.0",
 )
 WARNING = (
-    "watcherd: WARNING: MLX is using its bundled reference BLAS, which is ~40x slower. "
+    "watcherd: WARNING: MLX is using its bundled reference BLAS, which is much slower. "
     "Install OpenBLAS (Debian/Ubuntu: apt-get install libopenblas0-pthread) and restart."
 )
 

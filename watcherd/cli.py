@@ -179,7 +179,7 @@ def _daemon_line(info: dict | None) -> str:
         return f"daemon: starting (pid {d.get('pid')}, up {uptime}, loading model {d.get('model')})"
     return (
         f"daemon: running (pid {d.get('pid')}, up {uptime}, model {d.get('model')}, "
-        f"backend {d.get('backend')}, BLAS {d.get('blas')})"
+        f"compute {d.get('compute')}, BLAS {d.get('blas')})"
     )
 
 
@@ -193,6 +193,9 @@ def _duration(seconds: float | None) -> str:
 
 
 def _table(jobs) -> str:
+    """The latest jobs, a line each and an error under its job. By hand, not `tabulate`
+    (which sqlite-utils installs): importing it reads package metadata, about 40 ms, a
+    third of the time `status` may take to answer."""
     header = ("ID", "STATE", "AUDIO", "SPEED", "FILE / ERROR")
     rows = []
     for job in jobs:
@@ -215,7 +218,7 @@ def _table(jobs) -> str:
 @click.option("--force", is_flag=True, help="Queue again even if this content was transcribed.")
 def add(config: Path | None, paths: tuple[Path, ...], force: bool) -> None:
     """Queue files by hand (the daemon picks them up)."""
-    from watcherd.watcher import content_hash
+    from watcherd.store import content_hash
 
     settings = _settings(config)
     store = _open_store(settings)
@@ -295,7 +298,7 @@ def transcribe(
     """Transcribe files now, without the daemon, loading the model once."""
     from watcherd import log, outputs
     from watcherd.engine import AudioError, ModelError
-    from watcherd.worker import decode_options, engine_for, layout
+    from watcherd.profiles import decode_options, engine_for, layout
 
     settings = _settings(config)
     log.configure(settings.log_level if not as_json else "warning")
@@ -349,7 +352,7 @@ def transcribe(
 def prepare(config: Path | None) -> None:
     """Convert and cache the configured model now (setup runs this once)."""
     from watcherd.engine import ModelError
-    from watcherd.worker import engine_for
+    from watcherd.profiles import engine_for
 
     settings = _settings(config)
     for model in settings.models:

@@ -103,7 +103,6 @@ class Settings(BaseSettings):
 
     # Engine
     model: str = "tiny.en"
-    backend: Literal["lightning", "standard"] = "lightning"
     vad: bool = True
     batch_size: int = Field(0, ge=0)
     dtype: Literal["auto", "float32", "float16"] = "auto"
@@ -206,7 +205,9 @@ class Settings(BaseSettings):
 
 
 def load_settings(path: Path | str | None = None) -> Settings:
-    """Read and validate the settings; raise ConfigError naming what is wrong and where."""
+    """Read and validate the settings; raise ConfigError naming what is wrong and where.
+    The file is read by `locations.read_file` rather than pydantic-settings' TOML source:
+    `status` reads the same file without pydantic, by the same function."""
     file, values = read_file(path)
     unknown = sorted(
         k

@@ -16,9 +16,10 @@ from pathlib import Path
 from watcherd import blas, log, outputs
 from watcherd.config import Settings
 from watcherd.instance import InstanceLock
+from watcherd.profiles import engine_for
 from watcherd.store import Store
 from watcherd.watcher import Watcher
-from watcherd.worker import Worker, engine_for
+from watcherd.worker import Worker
 
 STOP_TIMEOUT_SECONDS = 8.0
 NICENESS = 10  # a background transcriber must not make the desktop (or `status`) sluggish
@@ -54,7 +55,6 @@ class Daemon:
             "pid": os.getpid(),
             "started_at": time.time(),
             "model": settings.model,
-            "backend": settings.backend,
             "blas": blas.in_use(),
             "inboxes": [str(p) for p in settings.inbox_paths],
             "phase": "starting",  # until the models are loaded and files are taken
@@ -86,13 +86,14 @@ class Daemon:
                     path=str(loaded.path),
                     dtype=str(loaded.dtype),
                     seconds=round(loaded.load_seconds, 2),
+                    compute=loaded.compute.name,
                     blas=info["blas"],
                 )
             worker = Worker(settings, store, engine)
             watcher = Watcher(settings, store, on_queued=worker.wake)
             watcher.start()
             worker.start()
-            lock.update(info | {"phase": "ready"})
+            lock.update(info | {"phase": "ready", "compute": loaded.compute.name})
             self.log.info("daemon_started", pid=os.getpid(), database=str(settings.database))
             while not self._stop.wait(0.5):
                 if not worker.alive:

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from watcherd import __version__, faults
-from watcherd.engine.transcript import Transcript
 from watcherd.subtitles import Layout, cues, escape_vtt
+from watcherd.transcript import Transcript
 
 TEMP_SUFFIX = ".tmp"
 

@@ -14,6 +14,7 @@ changed file at the same path gets a new row. Jobs move through the states
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -44,6 +45,15 @@ def path_key(path: Path | str) -> str:
     if sys.platform == "darwin":
         return unicodedata.normalize("NFC", text).casefold()
     return text
+
+
+def content_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """The other half of a job's identity: the SHA-256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

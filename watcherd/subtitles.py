@@ -30,7 +30,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from watcherd.engine.transcript import Segment, Word
+from watcherd.transcript import Segment, Word
 
 SENTENCE_END = ".!?…。！？"
 CLAUSE_END = ",;:–—、，；："

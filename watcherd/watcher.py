@@ -11,7 +11,6 @@ All the checking and hashing happens on the watcher's own thread, never in watch
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 import time
@@ -24,7 +23,7 @@ from watchdog.observers import Observer
 
 from watcherd import faults, log
 from watcherd.config import Settings
-from watcherd.store import Store
+from watcherd.store import Store, content_hash
 
 TEMP_SUFFIXES = (".part", ".crdownload", ".download", ".tmp", ".partial", ".opdownload")
 TICK_SECONDS = 0.25
@@ -70,14 +69,6 @@ def printable(path: Path) -> str:
 def is_dataless(st: os.stat_result) -> bool:
     """An iCloud 'dataless' file: it has a size but no blocks on disk yet."""
     return st.st_size > 0 and getattr(st, "st_blocks", 1) == 0
-
-
-def content_hash(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -16,9 +16,10 @@ from typing import TypeVar
 
 from watcherd import faults, log, outputs
 from watcherd.config import Profile, Settings
-from watcherd.engine import AudioError, DecodeOptions, Engine, ModelError, Transcript
+from watcherd.engine import AudioError, Engine, ModelError
+from watcherd.profiles import decode_options, engine_for, layout
 from watcherd.store import Job, Store, path_key
-from watcherd.subtitles import Layout
+from watcherd.transcript import Transcript
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 IDLE_POLL_SECONDS = 2.0  # jobs may also arrive from other processes (`watcherd add`)
@@ -30,35 +31,6 @@ T = TypeVar("T")
 
 class JobStopped(Exception):
     """The job must stop now: cancelled by the user, or the daemon is shutting down."""
-
-
-def engine_for(settings: Settings, model: str | None = None) -> Engine:
-    return Engine(
-        model or settings.model,
-        settings.model_cache_dir,
-        settings.dtype,
-        settings.backend,
-        vad=settings.vad,
-        batch_size=settings.batch_size,
-    )
-
-
-def decode_options(profile: Profile) -> DecodeOptions:
-    return DecodeOptions(
-        language=profile.language,
-        task=profile.task,
-        initial_prompt=profile.initial_prompt,
-        word_timestamps=profile.word_timestamps,
-    )
-
-
-def layout(profile: Profile) -> Layout:
-    return Layout(
-        max_line_chars=profile.subtitle_max_line_chars,
-        max_lines=profile.subtitle_max_lines,
-        max_cue_seconds=profile.subtitle_max_cue_seconds,
-        highlight_words=profile.subtitle_highlight_words,
-    )
 
 
 class Worker:

@@ -1,4 +1,12 @@
-"""The transcription engine: audio file in, `Transcript` out. Knows nothing of SQLite."""
+"""The transcription engine: audio file in, `Transcript` out. Knows nothing of SQLite.
+
+audio/      file → 16 kHz samples → speech chunks ≤ 30 s → log-mel windows
+compute/    the model's arithmetic, chosen once: MLX's kernels, or ONNX Runtime + NumPy
+decoding/   batched decoding under Whisper's rules; prompt, language, segments, words
+quality/    fallback, silence, skipped stretches, repetition loops
+model/      find, convert (CTranslate2 → MLX) and load models, once
+lightning   the batched loop that runs a file through all of it
+"""
 
 from __future__ import annotations
 
@@ -6,28 +14,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watcherd.engine import package_init
+from watcherd.engine.model import package_init
 
-package_init.defer()  # before the first mlx_whisper import: ~130 MB less (see the module)
+package_init.defer()  # before the first mlx_whisper import: see the module
 
-from watcherd.engine import audio, lightning, models, repetition  # noqa: E402
-from watcherd.engine.audio import AudioError  # noqa: E402
-from watcherd.engine.models import LoadedModel, ModelError  # noqa: E402
+from watcherd.engine import lightning  # noqa: E402
+from watcherd.engine.audio.decode import AudioError  # noqa: E402
+from watcherd.engine.model import models  # noqa: E402
+from watcherd.engine.model.models import LoadedModel, ModelError  # noqa: E402
 from watcherd.engine.options import DecodeOptions  # noqa: E402
-from watcherd.engine.transcript import Segment, Transcript, Word  # noqa: E402
+from watcherd.transcript import Transcript  # noqa: E402
 
-__all__ = [
-    "AudioError",
-    "DecodeOptions",
-    "Engine",
-    "LoadedModel",
-    "ModelError",
-    "Segment",
-    "Transcript",
-    "Word",
-]
-
-BACKENDS = ("lightning", "standard")
+__all__ = ["AudioError", "DecodeOptions", "Engine", "LoadedModel", "ModelError"]
 
 
 class Engine:
@@ -38,17 +36,13 @@ class Engine:
         model: str,
         cache_dir: Path,
         dtype: str = "auto",
-        backend: str = "lightning",
         *,
         vad: bool = True,
         batch_size: int = 0,
     ):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.model_name = model
         self.cache_dir = Path(cache_dir)
         self.dtype = models.dtype_from_name(dtype)
-        self.backend = backend
         self.vad = vad
         self.batch_size = batch_size
 
@@ -67,17 +61,9 @@ class Engine:
         if not loaded.multilingual and options.language not in (None, "en"):
             raise ModelError(f"model {self.model_name!r} is English-only; language must be 'en'")
         started = time.perf_counter()
-        if self.backend == "lightning":
-            segments, language, probability, seconds = lightning.transcribe(
-                loaded, path, options, progress, vad=self.vad, batch_size=self.batch_size or None
-            )
-        else:
-            from watcherd.engine import standard  # imports mlx-whisper's transcribe, numba
-
-            samples = audio.load_audio(path)
-            segments, language = standard.transcribe(loaded, samples, options, progress)
-            segments = repetition.cut_segment_loops(segments)
-            seconds, probability = samples.size / audio.SAMPLE_RATE, None
+        segments, language, probability, seconds = lightning.transcribe(
+            loaded, path, options, progress, vad=self.vad, batch_size=self.batch_size or None
+        )
         return Transcript(
             source=str(path),
             segments=tuple(segments),
@@ -86,6 +72,6 @@ class Engine:
             audio_seconds=round(seconds, 3),
             processing_seconds=round(time.perf_counter() - started, 3),
             task=options.task,
-            backend=self.backend,
+            backend="lightning",
             language_probability=None if probability is None else round(probability, 4),
         )

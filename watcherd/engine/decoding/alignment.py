@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 from mlx_whisper.tokenizer import Tokenizer
-from mlx_whisper.whisper import Whisper
 
-from watcherd.engine.chunks import Chunk
-from watcherd.engine.decoder import BatchDecoder, RowResult
-from watcherd.engine.transcript import Segment, Word
+from watcherd.engine.audio.chunks import Chunk
+from watcherd.engine.compute import KeysValues
+from watcherd.engine.decoding.decoder import BatchDecoder, RowResult
+from watcherd.transcript import Segment, Word
 
 FRAMES_PER_SECOND = 50  # audio-feature frames: 1500 per 30 s window
 MEDFILT_WIDTH = 7
@@ -32,7 +30,7 @@ Group = tuple[str, list[Word]]  # a candidate segment's text and its timed words
 
 
 @dataclass
-class _Timing:
+class Timing:
     text: str
     probs: list[float]
     start: float
@@ -56,33 +54,6 @@ def text_groups(result: RowResult, tokenizer: Tokenizer) -> list[tuple[list[int]
     if tokens:
         groups.append((tokens, probs))
     return groups
-
-
-def _alignment_scores(model: Whisper, tokens: mx.array, cross_kv: list) -> mx.array:
-    """Teacher-forced decoder pass over `tokens` (R, L); the alignment heads' cross-attention
-    scores (before softmax), (R, K, L, n_audio). Stops after the last layer with such heads."""
-    decoder = model.decoder
-    heads = np.array(model.alignment_heads).reshape(-1, 2)
-    n = tokens.shape[1]
-    x = decoder.token_embedding(tokens) + decoder.positional_embedding[:n]
-    picked = []
-    for layer, (block, (k_t, v)) in enumerate(zip(decoder.blocks, cross_kv, strict=False)):
-        if layer > heads[:, 0].max():
-            break
-        x = x + block.attn(block.attn_ln(x), mask=decoder._mask)[0]
-        cross = block.cross_attn
-        q = cross.query(block.cross_attn_ln(x))
-        q = q.reshape(*q.shape[:2], cross.n_head, -1).transpose(0, 2, 1, 3)
-        scores = (q * (q.shape[-1] ** -0.25)) @ k_t  # k_t is scaled already (cross_kv)
-        mine = heads[heads[:, 0] == layer, 1]
-        if mine.size:
-            picked.append(scores[:, mx.array(mine)])
-        out = (mx.softmax(scores, axis=-1, precise=True) @ v).transpose(0, 2, 1, 3)
-        x = x + cross.out(out.reshape(*x.shape))
-        x = x + block.mlp2(nn.gelu(block.mlp1(block.mlp_ln(x))))
-    result = mx.concatenate(picked, axis=1).astype(mx.float32)
-    mx.eval(result)
-    return result
 
 
 def _median_filter(x: np.ndarray, width: int) -> np.ndarray:
@@ -123,6 +94,11 @@ def dtw_starts(cost: np.ndarray) -> np.ndarray:
     return starts
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = np.exp(x - x.max(axis=-1, keepdims=True))
+    return x / x.sum(axis=-1, keepdims=True)
+
+
 def _token_starts(scores: np.ndarray, first: int, count: int) -> np.ndarray:
     """Frames where each of `count` + 1 rows from `first` begins, from softmaxed scores
     (K, L, frames) of one row."""
@@ -133,11 +109,11 @@ def _token_starts(scores: np.ndarray, first: int, count: int) -> np.ndarray:
     return dtw_starts(-matrix)
 
 
-def _merge_punctuation(words: list[_Timing]) -> list[_Timing]:
+def merge_punctuation(words: list[Timing]) -> list[Timing]:
     """Opening marks join the next word and closing marks the previous one, as in Whisper;
     the word keeps its own times, and its probability averages all its tokens."""
 
-    def join(first: _Timing, second: _Timing, keep: _Timing, drop: _Timing) -> None:
+    def join(first: Timing, second: Timing, keep: Timing, drop: Timing) -> None:
         keep.text, keep.probs = first.text + second.text, first.probs + second.probs
         drop.text, drop.probs = "", []
 
@@ -158,7 +134,7 @@ def _merge_punctuation(words: list[_Timing]) -> list[_Timing]:
 
 def word_timings(
     decoder: BatchDecoder,
-    cross_kv: list[tuple],
+    cross_kv: KeysValues,
     results: list[RowResult],
     batch: list[Chunk],
     rows: list[int],
@@ -173,20 +149,18 @@ def word_timings(
     texts = {i: [t for tokens, _ in grouped[i] for t in tokens] for i in rows}
     length = len(prompt) + 1 + max(len(t) for t in texts.values())
     padded = [(prompt + texts[i] + [tokenizer.eot] * length)[:length] for i in rows]
-    on_numpy = isinstance(cross_kv[0][0], np.ndarray)  # the decoder's CPU path
+    compute = decoder.compute
     if len(rows) < cross_kv[0][0].shape[0]:
-        pick = rows if on_numpy else mx.array(rows)
+        pick = compute.xp.array(rows)
         cross_kv = [(k[pick], v[pick]) for k, v in cross_kv]
-    if on_numpy:
-        cross_kv = [(mx.array(k), mx.array(v)) for k, v in cross_kv]
-    scores = _alignment_scores(decoder.model, mx.array(padded), cross_kv)
+    scores = compute.alignment_scores(np.array(padded, np.int32), cross_kv)
     timed: dict[int, list[Group]] = {}
     for r, i in enumerate(rows):
         chunk, count = batch[i], len(texts[i])
         frames = min(scores.shape[-1], max(1, math.ceil(chunk.seconds * FRAMES_PER_SECOND)))
         # Whisper's softmax over the frames the audio covers only, not the padding.
-        row = mx.softmax(scores[r, :, : len(prompt) + count + 1, :frames], axis=-1, precise=True)
-        starts = _token_starts(np.array(row), len(prompt) - 1, count)
+        row = _softmax(scores[r, :, : len(prompt) + count + 1, :frames])
+        starts = _token_starts(row, len(prompt) - 1, count)
         times = starts / FRAMES_PER_SECOND + chunk.start_seconds
         timed[i], index = [], 0
         for tokens, probs in grouped[i]:
@@ -194,11 +168,11 @@ def word_timings(
             for text, pieces in zip(*tokenizer.split_to_word_tokens(tokens), strict=True):
                 end = local + len(pieces)
                 span = times[index + local], times[index + end]
-                words.append(_Timing(text, probs[local:end], *span))
+                words.append(Timing(text, probs[local:end], *span))
                 local = end
             index += len(tokens)
             merged = [Word(float(w.start), float(w.end), w.text, float(np.mean(w.probs)))
-                      for w in _merge_punctuation(words)]  # fmt: skip
+                      for w in merge_punctuation(words)]  # fmt: skip
             timed[i].append((tokenizer.decode(tokens).strip(), merged))
     return timed
 

@@ -1,25 +1,45 @@
 """ONNX graphs over the model's own weights, run by ONNX Runtime on the CPU.
 
 ONNX Runtime is here already for the VAD. Its CPU kernels (MLAS) run what MLX's CPU
-backend and NumPy do slowly here: fused, vectorised softmax, GELU and layer norm, and
-products by weights packed once. A graph is built with `onnx` from placeholders, and
-the weights are handed over from memory (views of the MLX arrays), never serialised
-into the graph. ONNX Runtime 1.32 still copies them into each session as it starts
-(~35 MB per encoder session of tiny.en); its two ways to use a caller's buffer in place
-(`add_initializer`, an in-memory address in the placeholder) refuse placeholders
-without data.
+backend and NumPy do slowly: fused, vectorised softmax, GELU and layer norm, and products
+by weights packed once. A graph is built with `onnx` from placeholders, and the weights
+are handed over from memory (views of the MLX arrays), never serialised into the graph.
+ONNX Runtime still copies them into each session as it starts: its two ways to use a
+caller's buffer in place (`add_initializer`, an in-memory address in the placeholder)
+refuse placeholders without data.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnxruntime
+from mlx.utils import tree_flatten
 from onnx import GraphProto, TensorProto, helper
 
-if TYPE_CHECKING:  # cpu imports this module
-    from watcherd.engine.cpu import Weights
+OPSET = 17
+IR_VERSION = 8  # ONNX 1.12's, the first release with opset 17
+
+
+class Weights:
+    """NumPy views (no copies) of an MLX module's float32 parameters, by dotted name."""
+
+    def __init__(self, module, eps: float = 1e-5):
+        parameters = tree_flatten(module.parameters())
+        self.arrays = {name: np.array(a, copy=False) for name, a in parameters}
+        self.eps = eps
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        weight = self.arrays[name + ".weight"]
+        # One 2-D product (a stacked one would loop over the batch), by a transposed
+        # view of the weight, which BLAS reads as it is.
+        y = x.reshape(-1, x.shape[-1]) @ weight.T
+        bias = self.arrays.get(name + ".bias")
+        if bias is not None:
+            y += bias
+        return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
 class Graph:
@@ -34,8 +54,10 @@ class Graph:
     ):
         self.threads = threads
         graph.initializer.extend(_placeholder(name, a.shape) for name, a in constants.items())
-        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-        model = helper.make_model(graph, opset_imports=opsets)
+        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+        # The IR version of opset 17, not the newest the `onnx` package knows: an older
+        # ONNX Runtime (the newest for Python 3.10 is 1.23) refuses a newer IR.
+        model = helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

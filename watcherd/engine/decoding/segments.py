@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mlx_whisper.tokenizer import Tokenizer
 
-from watcherd.engine.decoder import TIME_PRECISION
-from watcherd.engine.transcript import Segment
+from watcherd.engine.decoding.rules import TIME_PRECISION
+from watcherd.transcript import Segment
 
 
 def parse(

@@ -1,7 +1,7 @@
 """mlx-whisper's modules without its package `__init__`, until something needs it.
 
-`mlx_whisper/__init__.py` imports its `transcribe`, and through it numba and scipy: ~130 MB
-of resident memory that only the `standard` backend uses. Here the package is registered
+`mlx_whisper/__init__.py` imports its `transcribe`, and through it numba and scipy: over
+a hundred MB of resident memory that watcherd never uses. Here the package is registered
 without running its `__init__`, so `mlx_whisper.audio`, `.whisper`, `.tokenizer`... load
 alone. `complete()`, or the first lookup of a name the `__init__` defines (such as
 `mlx_whisper.transcribe`, as the benchmark's stock engine does), runs it then.

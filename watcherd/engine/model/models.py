@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import mlx.core as mx
@@ -27,23 +28,30 @@ import numpy as np
 from mlx.utils import tree_unflatten
 from mlx_whisper.whisper import ModelDimensions, Whisper
 
-from watcherd.engine import ct2
+from watcherd.engine.compute import Compute, for_model
+from watcherd.engine.model import ct2
 
 
 class ModelError(RuntimeError):
     """A model setting that cannot be resolved or loaded."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class LoadedModel:
+    """A model and everything made from it once: its compute path (with the CPU path's
+    graphs and packed weights) and its batch decoders per (language, task). All of it
+    goes with the model when it leaves the cache."""
+
     name: str
     path: Path
     model: Whisper
     dtype: mx.Dtype
     load_seconds: float
-    # Batch decoders built from the model, per (language, task): dropped with the model
-    # when it leaves the cache, however many models the inboxes cycle through.
-    decoders: dict = field(default_factory=dict, repr=False, compare=False)
+    decoders: dict = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def compute(self) -> Compute:
+        return for_model(self.model)
 
     @property
     def multilingual(self) -> bool:
@@ -55,7 +63,7 @@ class LoadedModel:
 
 
 def default_dtype() -> mx.Dtype:
-    """fp32 on the CPU (fp16 has no BLAS path there and is ~10x slower), fp16 on a GPU."""
+    """fp32 on the CPU (fp16 has no BLAS path there), fp16 on a GPU."""
     return mx.float16 if _gpu_available() else mx.float32
 
 

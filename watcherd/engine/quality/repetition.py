@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from watcherd.engine.transcript import Segment
+from watcherd.transcript import Segment
 
 MAX_REPEATS = 4  # more consecutive repeats than this is a loop, not speech
 MAX_NGRAM = 16  # longest repeated phrase looked for, in words

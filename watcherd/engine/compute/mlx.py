@@ -1,0 +1,185 @@
+"""MLX's own kernels: Metal on a Mac, CUDA on NVIDIA GPUs, and MLX's CPU device.
+
+The decoder's forward pass reuses mlx-whisper's weights but is shaped for batches:
+- the cross-attention keys and values are projected, split into heads and scaled once
+  per batch (mlx-whisper redoes this on every step);
+- the self-attention cache is preallocated to the whole text context and written in
+  place, so every step has the same shapes;
+- work is queued with `mx.async_eval` and read back only every few steps, so the host
+  builds the next step while the device runs this one.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from watcherd.engine.compute.base import Batch, Compute, Encoding, KeysValues
+
+SYNC_EVERY = 8  # decoder steps between reads of "has every row ended?"
+
+
+class MLXEncoding(Encoding):
+    """A batch is encoded when its features are asked for."""
+
+    def __init__(self, compute: MLXCompute):
+        self.compute = compute
+
+    def batch(self) -> Batch:
+        return MLXBatch(self.compute)
+
+
+class MLXBatch(Batch):
+    def __init__(self, compute: MLXCompute):
+        self.compute = compute
+        self.windows: list[mx.array] = []
+
+    def add(self, mel) -> None:
+        self.windows.append(mx.array(mel))
+
+    def features(self) -> mx.array:
+        features = self.compute.model.encoder(mx.stack(self.windows))
+        mx.eval(features)
+        return features
+
+
+class MLXCompute(Compute):
+    name = "mlx"
+    xp = mx
+    sync_every = SYNC_EVERY
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.n_ctx = model.dims.n_text_ctx
+        heads = np.array(model.alignment_heads).reshape(-1, 2)
+        self.alignment_heads = [(int(layer), int(head)) for layer, head in heads]
+
+    def encoding(self) -> Encoding:
+        return MLXEncoding(self)
+
+    def cross_kv(self, features) -> KeysValues:
+        features = mx.array(features)
+        batch, n_audio, _ = features.shape
+        result = []
+        for block in self.model.decoder.blocks:
+            attn = block.cross_attn
+            heads = attn.n_head
+            scale = (features.shape[-1] // heads) ** -0.25
+            k = attn.key(features).reshape(batch, n_audio, heads, -1)
+            v = attn.value(features).reshape(batch, n_audio, heads, -1)
+            # Contiguous copies: a strided operand would be copied again by every matmul.
+            k_t = mx.contiguous(k.transpose(0, 2, 3, 1) * scale)
+            result.append((k_t, mx.contiguous(v.transpose(0, 2, 1, 3))))
+        mx.eval(result)
+        return result
+
+    def empty_cache(self, batch: int, length: int) -> KeysValues:
+        """The whole text context, whatever `length`: the causal mask assumes it."""
+        blocks = self.model.decoder.blocks
+        heads = blocks[0].attn.n_head
+        shape = (batch, heads, self.n_ctx, self.dims.n_text_state // heads)
+        dtype = self.model.decoder.token_embedding.weight.dtype
+        return [(mx.zeros(shape, dtype), mx.zeros(shape, dtype)) for _ in blocks]
+
+    def logits(self, tokens, pos: int, self_kv, cross_kv, done=None):
+        logits, self_kv, _ = self._forward(mx.array(tokens), pos, self_kv, cross_kv)
+        return logits, self_kv
+
+    def alignment_scores(self, tokens: np.ndarray, cross_kv: KeysValues) -> np.ndarray:
+        tokens = mx.array(tokens)
+        cache = self.empty_cache(tokens.shape[0], tokens.shape[1])
+        _, _, scores = self._forward(tokens, 0, cache, cross_kv, self.alignment_heads)
+        scores = mx.concatenate(scores, axis=1).astype(mx.float32)
+        return np.array(scores)
+
+    def _attend(self, q, k_t, v, mask=None):
+        """q (B,H,n,Dh) scaled, k_t (B,H,Dh,L) scaled, v (B,H,L,Dh) -> (B,n,H*Dh), and the
+        scores before softmax."""
+        scores = q @ k_t
+        if mask is not None:
+            scores = scores + mask
+        weights = mx.softmax(scores, axis=-1, precise=True)
+        out = (weights @ v).transpose(0, 2, 1, 3)
+        return out.reshape(out.shape[0], out.shape[1], -1), scores
+
+    def _forward(self, tokens, pos: int, self_kv, cross_kv, capture=None):
+        """The decoder over `tokens` (B, n) from position `pos`: the last position's
+        logits and the new cache; or, given `capture` ((layer, head) pairs), the
+        cross-attention scores of those heads, stopping after the last layer that has one."""
+        decoder = self.model.decoder
+        batch, n = tokens.shape
+        positions = pos + mx.arange(n)
+        x = decoder.token_embedding(tokens) + decoder.positional_embedding[positions]
+        columns = mx.arange(self.n_ctx)
+        causal = mx.where(columns[None, :] <= positions[:, None], 0.0, -mx.inf).astype(x.dtype)
+        start = mx.array(pos, dtype=mx.int32)[None]
+        last = max(layer for layer, _ in capture) if capture else len(decoder.blocks) - 1
+        new_kv, captured = [], []
+        for layer, (block, (k_cache, v_cache), (ck, cv)) in enumerate(
+            zip(decoder.blocks, self_kv, cross_kv, strict=True)
+        ):
+            attn = block.attn
+            heads = attn.n_head
+            h = block.attn_ln(x)
+            scale = (h.shape[-1] // heads) ** -0.25
+            q = attn.query(h).reshape(batch, n, heads, -1).transpose(0, 2, 1, 3) * scale
+            k = attn.key(h).reshape(batch, n, heads, -1).transpose(0, 2, 1, 3) * scale
+            v = attn.value(h).reshape(batch, n, heads, -1).transpose(0, 2, 1, 3)
+            k_cache = mx.slice_update(k_cache, k, start, axes=(2,))
+            v_cache = mx.slice_update(v_cache, v, start, axes=(2,))
+            new_kv.append((k_cache, v_cache))
+            out, _ = self._attend(q, k_cache.transpose(0, 1, 3, 2), v_cache, causal)
+            x = x + attn.out(out)
+            cross = block.cross_attn
+            q = cross.query(block.cross_attn_ln(x))
+            q = q.reshape(batch, n, heads, -1).transpose(0, 2, 1, 3) * scale
+            out, scores = self._attend(q, ck, cv)
+            if capture:
+                picked = [head for at, head in capture if at == layer]
+                if picked:
+                    captured.append(scores[:, mx.array(picked)])
+                if layer == last:
+                    return None, new_kv, captured
+            x = x + cross.out(out)
+            x = x + block.mlp2(nn.gelu(block.mlp1(block.mlp_ln(x))))
+        x = decoder.ln(x)
+        logits = decoder.token_embedding.as_linear(x[:, -1:]).astype(mx.float32)[:, 0]
+        return logits, new_kv, captured
+
+    def log_softmax(self, logits):
+        return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+
+    def sample(self, logits, temperature: float, noise):
+        if temperature == 0:
+            return mx.argmax(logits, axis=-1).astype(mx.int32)
+        return mx.random.categorical(logits / temperature, key=noise).astype(mx.int32)
+
+    def noise(self, seed: int, steps: int) -> list:
+        return list(mx.random.split(mx.random.key(seed), steps))
+
+    def schedule(self, *arrays) -> None:
+        mx.async_eval(*arrays)
+
+    def split(self, logits, at: int) -> tuple:
+        return logits[:, :at], logits[:, at:]
+
+    def join(self, logits, left, right):
+        return mx.concatenate([left, right], axis=1)
+
+    def add(self, x, values):
+        return x + values
+
+    def fill(self, x, mask, value: float):
+        return mx.where(mask, value, x)
+
+    def fill_rows(self, x, rows, value: float, start: int = 0, stop: int | None = None):
+        columns = mx.arange(x.shape[1])
+        inside = (columns >= start) & (columns < (x.shape[1] if stop is None else stop))
+        return mx.where(rows[:, None] & inside[None, :], value, x)
+
+    def logsumexp(self, x):
+        return mx.logsumexp(x, axis=-1, keepdims=True)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.array(x)
