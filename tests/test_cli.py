@@ -13,10 +13,12 @@ from helpers import cli_env, run_cli, status_json, wer, write_config
 from watcherd.config import load_settings
 from watcherd.instance import InstanceLock
 
+EMPTY = {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0, "skipped": 0}
+
 
 def test_status_on_a_fresh_install_shows_an_empty_queue(config_file, tmp_path):
     data = status_json(config_file, tmp_path)
-    assert data["counts"] == {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+    assert data["counts"] == EMPTY
     assert data["jobs"] == [] and data["daemon"] == {"running": False}
 
 
@@ -27,7 +29,7 @@ def test_status_while_a_starting_daemon_creates_the_database_shows_an_empty_queu
     database.parent.mkdir(parents=True, exist_ok=True)
     sqlite3.connect(database).execute("PRAGMA journal_mode=WAL").close()  # no table yet
     data = status_json(config_file, tmp_path)
-    assert data["counts"] == {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+    assert data["counts"] == EMPTY
     assert data["jobs"] == []
 
 

@@ -209,3 +209,196 @@ def test_a_file_reached_through_a_linked_folder_is_one_job(store, tmp_path):
     add(store, str(real / "a.mp3"))
     _, created = add(store, str(tmp_path / "link" / "a.mp3"))
     assert not created
+
+
+# --- skipped jobs and hooks (schema version 2) ------------------------------------------
+
+
+def _version_1_database(path) -> None:
+    """A queue as the first release left it: schema version 1, some history."""
+    import sqlite_utils
+
+    from watcherd.store import _migration_1
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    _migration_1(sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version = 1")
+    for n, state in enumerate(["done", "failed", "queued", "cancelled", "done"], start=1):
+        conn.execute(
+            "INSERT INTO jobs (path, path_key, size, mtime_ns, sha256, state, created_at,"
+            " outputs) VALUES (?, ?, 10, 1, ?, ?, ?, ?)",
+            [f"/in/{n}.mp3", f"/in/{n}.mp3", str(n), state, 1000.0 + n, f'["/in/{n}.txt"]'],
+        )
+    conn.execute("DELETE FROM jobs WHERE id = 5")  # the sequence is ahead of the rows
+    conn.close()
+
+
+def _indexes(conn) -> dict:
+    """The jobs table's indexes: name, uniqueness, origin (created, UNIQUE) and columns."""
+    return {
+        name: (unique, origin, [c[2] for c in conn.execute(f"PRAGMA index_info('{name}')")])
+        for _, name, unique, origin, _ in conn.execute("PRAGMA index_list(jobs)").fetchall()
+    }
+
+
+def test_migrating_a_version_1_queue_keeps_every_row_index_and_constraint(tmp_path):
+    path = tmp_path / "jobs.db"
+    _version_1_database(path)
+    before = sqlite3.connect(path)
+    rows_before = before.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+    indexes_before = _indexes(before)
+    before.close()
+
+    store = Store(path)
+    try:
+        assert store.schema_version == len(MIGRATIONS) >= 2
+        columns = [r["name"] for r in store.rows("PRAGMA table_info(jobs)")]
+        rows_after = [tuple(r) for r in store.rows(f"SELECT {', '.join(columns)} FROM jobs")]
+        assert rows_after == [tuple(r) for r in rows_before], "every row, every value"
+        assert _indexes(store.conn) == indexes_before, "claim, stat and UNIQUE, as they were"
+        assert len(indexes_before) == 3
+        assert store.execute("PRAGMA foreign_keys").fetchone()[0] == 1, "still enforced"
+        assert store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.execute("PRAGMA foreign_key_check").fetchall() == []
+        plan = store.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'queued' AND not_before <= 0"
+        ).fetchall()
+        assert "jobs_claim" in " ".join(str(tuple(r)) for r in plan)
+        job, created = add(store, "/in/new.mp3", "new")
+        assert created and job.id == 6, "AUTOINCREMENT goes on after the deleted row 5"
+        _, again = add(store, "/in/new.mp3", "new")
+        assert not again, "UNIQUE (path_key, sha256) still holds"
+        store.execute("UPDATE jobs SET state = 'skipped' WHERE id = 6")
+        with pytest.raises(sqlite3.IntegrityError):
+            store.execute("UPDATE jobs SET state = 'lost' WHERE id = 6")
+    finally:
+        store.close()
+
+
+def test_status_reads_a_version_1_queue_that_an_older_daemon_still_runs(tmp_path):
+    path = tmp_path / "jobs.db"
+    _version_1_database(path)
+    reader = Store(path, readonly=True)
+    try:
+        jobs = reader.jobs(limit=10)
+        assert [j.id for j in jobs] == [4, 3, 2, 1] and all(j.hook_state is None for j in jobs)
+        assert reader.get(1).state == "done" and reader.schema_version == 1
+    finally:
+        reader.close()
+
+
+def test_a_skipped_job_keeps_its_reason_and_can_be_retried(store):
+    add(store)
+    job = store.claim()
+    assert store.skip(job.id, "it has subtitles already: talk.srt")
+    skipped = store.get(job.id)
+    assert (skipped.state, skipped.error) == ("skipped", "it has subtitles already: talk.srt")
+    assert store.counts()["skipped"] == 1
+    assert store.retry(job.id).state == "queued"
+
+
+def _finish(store, job_id, **kwargs):
+    return store.finish(job_id, outputs=["/in/talk.txt"], audio_seconds=60,
+                        processing_seconds=6, model="tiny.en", language="en", **kwargs)  # fmt: skip
+
+
+def test_a_done_job_with_a_hook_records_it_due_with_its_input(store):
+    add(store)
+    job = store.claim()
+    assert _finish(store, job.id, hook_input='{"text": "hi"}')
+    (due,) = store.due_hooks()
+    assert (due.job.id, due.event, due.attempts, due.input) == (job.id, "done", 0, '{"text": "hi"}')
+    assert due.job.state == "done" and due.job.outputs == ["/in/talk.txt"]
+    assert store.get(job.id).hook_state == "pending"
+
+
+def test_a_hook_interrupted_by_a_crash_stays_due_and_counts_its_attempts(store):
+    add(store)
+    job = store.claim()
+    _finish(store, job.id, hook_input="{}")
+    assert store.start_hook(job.id) == 1
+    (due,) = store.due_hooks()  # the daemon died here: at the next start it is still due
+    assert due.attempts == 1 and due.input == "{}"
+    assert store.start_hook(job.id) == 2
+    store.end_hook(job.id, "done", exit_code=0)
+    assert store.due_hooks() == [], "recorded as ended: never again"
+    done = store.get(job.id)
+    assert (done.hook_state, done.hook_attempts, done.hook_error) == ("done", 2, None)
+    assert store.rows("SELECT input FROM hooks")[0][0] is None, "its input is not kept"
+
+
+def test_a_failed_hook_is_recorded_with_its_error(store):
+    add(store)
+    job = store.claim()
+    _finish(store, job.id, hook_input="{}")
+    store.start_hook(job.id)
+    store.end_hook(job.id, "timed_out", exit_code=-9, error="timed out after 60 s (killed)")
+    assert store.due_hooks() == []
+    listed = store.jobs()[0]
+    assert (listed.state, listed.hook_state) == ("done", "timed_out")
+    assert listed.hook_error == "timed out after 60 s (killed)"
+
+
+def test_a_done_job_without_a_hook_has_no_hook_row(store):
+    add(store)
+    job = store.claim()
+    _finish(store, job.id)
+    assert store.due_hooks() == [] and store.get(job.id).hook_state is None
+
+
+def test_the_failed_hook_is_due_only_when_the_job_fails_for_good(store):
+    add(store)
+    job = store.claim()
+    assert store.fail(job.id, "busy", retry_after=0, hook=True) == "queued"
+    assert store.due_hooks() == [], "retried: not failed yet"
+    job = store.claim()
+    assert store.fail(job.id, "/in/talk.m4a: empty file", hook=True) == "failed"
+    (due,) = store.due_hooks()
+    assert (due.event, due.input, due.job.error) == ("failed", None, "/in/talk.m4a: empty file")
+
+
+def test_a_job_transcribed_again_runs_its_hook_again(store):
+    add(store)
+    job = store.claim()
+    _finish(store, job.id, hook_input="{}")
+    store.start_hook(job.id)
+    store.end_hook(job.id, "done", exit_code=0)
+    store.retry(job.id)
+    again = store.claim()
+    _finish(store, again.id, hook_input='{"v": 2}')
+    (due,) = store.due_hooks()
+    assert (due.attempts, due.input) == (0, '{"v": 2}')
+
+
+def test_a_cancelled_job_gets_no_hook(store):
+    add(store)
+    job = store.claim()
+    store.cancel(job.id)
+    assert not _finish(store, job.id, hook_input="{}")
+    assert store.due_hooks() == []
+
+
+def test_a_migration_that_rebuilds_the_jobs_table_keeps_the_hooks_of_its_jobs(
+    tmp_path, monkeypatch
+):
+    """A later step that widens the CHECK again rebuilds the table the hooks reference:
+    the hooks stay, and foreign keys are enforced again afterwards."""
+    from watcherd import store as store_module
+
+    first = Store(tmp_path / "jobs.db")
+    add(first)
+    job = first.claim()
+    _finish(first, job.id, hook_input="{}")
+    first.close()
+    widen = lambda db: store_module._allow_state(db, "archived")  # noqa: E731
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, widen])
+    again = Store(tmp_path / "jobs.db")
+    try:
+        assert again.schema_version == len(MIGRATIONS) + 1
+        assert [d.job.id for d in again.due_hooks()] == [job.id]
+        assert again.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            again.execute("INSERT INTO hooks (job_id, event, created_at) VALUES (99, 'done', 0)")
+        again.execute("UPDATE jobs SET state = 'archived'")
+    finally:
+        again.close()

@@ -7,9 +7,15 @@ One row per (file, content): the same bytes at the same path are transcribed onc
 changed file at the same path gets a new row. Jobs move through the states
 
     queued ──claim──▶ running ──▶ done
-      ▲                  ├──▶ queued (error, attempts left, after a backoff)
+      ▲                  ├──▶ skipped (it has subtitles already: `skip_subtitled`)
+      │                  ├──▶ queued (error, attempts left, after a backoff)
       │                  └──▶ failed (error, no attempts left)
       └── recover() at start, for rows a crash left running      any ──cancel──▶ cancelled
+
+A job that ends done or failed with a hook to run gets a row in `hooks`, in the same
+transaction: pending ──▶ running ──▶ done | failed | timed_out. A row a crash left
+running is run again at the next start (its attempts count up), so a hook runs at least
+once per finished job, and never again once its end is recorded.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from watcherd.locations import BUSY_TIMEOUT_SECONDS
 if TYPE_CHECKING:
     import sqlite_utils
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
+STATES = ("queued", "running", "done", "failed", "cancelled", "skipped")
+HOOK_STATES = ("pending", "running", "done", "failed", "timed_out")
 
 
 def path_key(path: Path | str) -> str:
@@ -75,6 +82,10 @@ class Job:
     model: str | None = None
     language: str | None = None
     inbox: str | None = None
+    # Its hook, if one was due (`jobs()` and `get()` read these from the hooks table).
+    hook_state: str | None = None
+    hook_attempts: int | None = None
+    hook_error: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -125,8 +136,57 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX jobs_stat ON jobs (path_key, size, mtime_ns)")
 
 
+def _allow_state(db: sqlite_utils.Database, state: str) -> None:
+    """Widen the jobs table's CHECK on `state`. SQLite cannot alter a constraint, so the
+    table is rebuilt as sqlite-utils' `transform` rebuilds one (new table, copy, drop,
+    rename; its indexes, UNIQUE constraint and AUTOINCREMENT sequence kept), with the
+    wider CHECK in the new table's definition. `transform` itself takes no CHECK to change."""
+    jobs = db["jobs"]
+    (check,) = [c for c in jobs.checks if c.column == "state"]
+    wider = "state IN ({})".format(", ".join(f"'{s}'" for s in [*check.options, state]))
+    statements = jobs.transform_sql()
+    if statements[0].count(check.check) != 1:
+        raise RuntimeError(f"cannot find the state CHECK in {statements[0]!r}")
+    statements[0] = statements[0].replace(check.check, wider)
+    for sql in statements:  # foreign keys are off meanwhile: see `Store.migrate`
+        db.execute(sql)
+
+
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Skipped jobs, and the hook run after each finished job."""
+    _allow_state(db, "skipped")
+    db.execute(
+        """
+        CREATE TABLE hooks (
+            job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
+            event TEXT NOT NULL CHECK (event IN ('done', 'failed')),
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'running', 'done', 'failed', 'timed_out')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            input TEXT,
+            exit_code INTEGER,
+            error TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        )
+        """
+    )
+    db.execute("CREATE INDEX hooks_due ON hooks (state)")
+
+
 # Append only: each step runs once, in order, and bumps PRAGMA user_version.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+
+
+@dataclass(frozen=True)
+class DueHook:
+    """A finished job's hook that has not run to its end yet."""
+
+    job: Job
+    event: str  # "done" or "failed": which command runs
+    attempts: int  # started before (a crash interrupted them)
+    input: str | None  # its stdin: the JSON transcript of a done job
 
 
 class Store:
@@ -151,6 +211,7 @@ class Store:
         if not readonly:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")  # a hook belongs to a job
             self.migrate()
 
     def close(self) -> None:
@@ -192,16 +253,27 @@ class Store:
         import sqlite_utils
 
         db = sqlite_utils.Database(self.conn)
-        with self.transaction():
-            version = self.schema_version
-            if version > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"{self.path}: schema version {version} is newer than this watcherd "
-                    f"knows ({len(MIGRATIONS)}); upgrade watcherd"
-                )
-            for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-                step(db)
-                self.conn.execute(f"PRAGMA user_version = {number}")
+        # A step may rebuild a table others reference (SQLite's way to change a CHECK):
+        # foreign keys are off while the steps run, checked before they commit, and on
+        # again after, as SQLite's own procedure for such changes says. The pragma cannot
+        # change inside a transaction, so this comes first.
+        enforced = self.execute("PRAGMA foreign_keys").fetchone()[0]
+        self.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with self.transaction():
+                version = self.schema_version
+                if version > len(MIGRATIONS):
+                    raise RuntimeError(
+                        f"{self.path}: schema version {version} is newer than this watcherd "
+                        f"knows ({len(MIGRATIONS)}); upgrade watcherd"
+                    )
+                for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                    step(db)
+                    self.conn.execute(f"PRAGMA user_version = {number}")
+                if enforced and self.execute("PRAGMA foreign_key_check").fetchall():
+                    raise RuntimeError(f"{self.path}: a migration broke a foreign key")
+        finally:
+            self.execute(f"PRAGMA foreign_keys = {'ON' if enforced else 'OFF'}")
 
     # --- enqueue -------------------------------------------------------------------
 
@@ -296,8 +368,11 @@ class Store:
         processing_seconds: float,
         model: str,
         language: str,
+        hook_input: str | None = None,
     ) -> bool:
-        with self._lock:
+        """Record a job done. With `hook_input` (its stdin) the job's hook is recorded as due
+        in the same transaction, so a crash right after cannot lose it."""
+        with self.transaction():
             cursor = self.conn.execute(
                 """
                 UPDATE jobs SET state = 'done', progress = 100, error = NULL, finished_at = ?,
@@ -315,14 +390,19 @@ class Store:
                     job_id,
                 ],
             )
-        return cursor.rowcount == 1
+            done = cursor.rowcount == 1
+            if done and hook_input is not None:
+                self._hook_due(job_id, "done", hook_input)
+        return done
 
-    def fail(self, job_id: int, error: str, *, retry_after: float | None = None) -> str:
-        """Record an error; requeue after `retry_after` seconds, or end failed.
-        Returns the new state."""
+    def fail(
+        self, job_id: int, error: str, *, retry_after: float | None = None, hook: bool = False
+    ) -> str:
+        """Record an error; requeue after `retry_after` seconds, or end failed, with its
+        hook (`hook`) recorded as due in the same transaction. Returns the new state."""
         state = "queued" if retry_after is not None else "failed"
-        with self._lock:
-            self.conn.execute(
+        with self.transaction():
+            cursor = self.conn.execute(
                 """
                 UPDATE jobs SET state = ?, error = ?, finished_at = ?, not_before = ?
                 WHERE id = ? AND state = 'running'
@@ -335,7 +415,77 @@ class Store:
                     job_id,
                 ],
             )
+            if hook and state == "failed" and cursor.rowcount == 1:
+                self._hook_due(job_id, "failed", None)
         return state
+
+    def skip(self, job_id: int, reason: str) -> bool:
+        """End a job without transcribing it (it has subtitles already); False when it was
+        cancelled meanwhile."""
+        with self._lock:
+            cursor = self.conn.execute(
+                """
+                UPDATE jobs SET state = 'skipped', error = ?, finished_at = ?, progress = 0
+                WHERE id = ? AND state = 'running'
+                """,
+                [reason, time.time(), job_id],
+            )
+        return cursor.rowcount == 1
+
+    # --- hooks -----------------------------------------------------------------------
+
+    def _hook_due(self, job_id: int, event: str, hook_input: str | None) -> None:
+        # A job transcribed again (`retry`) gets a fresh row: its hook runs again.
+        self.conn.execute(
+            "INSERT OR REPLACE INTO hooks (job_id, event, input, created_at) VALUES (?, ?, ?, ?)",
+            [job_id, event, hook_input, time.time()],
+        )
+
+    def due_hooks(self) -> list[DueHook]:
+        """Hooks not run to their end: just recorded, or interrupted by a crash."""
+        rows = self.rows(
+            """
+            SELECT jobs.*, hooks.event AS hook_event, hooks.attempts AS hook_attempts,
+                hooks.input AS hook_input
+            FROM hooks JOIN jobs ON jobs.id = hooks.job_id
+            WHERE hooks.state IN ('pending', 'running') ORDER BY hooks.job_id
+            """
+        )
+        return [
+            DueHook(Job.from_row(r), r["hook_event"], r["hook_attempts"], r["hook_input"])
+            for r in rows
+        ]
+
+    def start_hook(self, job_id: int) -> int:
+        """Record that the hook starts now; returns which attempt this is (1, 2...)."""
+        with self._lock:
+            (attempt,) = self.conn.execute(
+                """
+                UPDATE hooks SET state = 'running', attempts = attempts + 1, started_at = ?
+                WHERE job_id = ? RETURNING attempts
+                """,
+                [time.time(), job_id],
+            ).fetchone()
+        return attempt
+
+    def end_hook(
+        self, job_id: int, state: str, *, exit_code: int | None = None, error: str | None = None
+    ) -> None:
+        """Record how the hook ended; it never runs again (its stdin is dropped)."""
+        with self._lock:
+            self.conn.execute(
+                """
+                UPDATE hooks SET state = ?, exit_code = ?, error = ?, finished_at = ?,
+                    input = NULL
+                WHERE job_id = ?
+                """,
+                [state, exit_code, error, time.time(), job_id],
+            )
+
+    def drop_hook(self, job_id: int) -> None:
+        """Forget a due hook (its command was removed from the settings)."""
+        with self._lock:
+            self.conn.execute("DELETE FROM hooks WHERE job_id = ?", [job_id])
 
     def requeue(self, job_id: int) -> None:
         """Put an interrupted job back without counting the attempt (clean shutdown)."""
@@ -375,7 +525,7 @@ class Store:
                 """
                 UPDATE jobs SET state = 'queued', error = NULL, attempts = 0, progress = 0,
                     not_before = 0, finished_at = NULL
-                WHERE id = ? AND state IN ('failed', 'cancelled', 'done')
+                WHERE id = ? AND state IN ('failed', 'cancelled', 'done', 'skipped')
                 """,
                 [job_id],
             )
@@ -400,17 +550,27 @@ class Store:
             raise KeyError(params[0])
         return Job.from_row(rows[0])
 
+    def _select_jobs(self) -> str:
+        """Jobs with their hook's state. A database a daemon of the previous version still
+        runs on (`status` reads it as it is) has no hooks table yet."""
+        if self.schema_version < 2:
+            return "SELECT * FROM jobs"
+        return """
+            SELECT jobs.*, hooks.state AS hook_state, hooks.attempts AS hook_attempts,
+                hooks.error AS hook_error
+            FROM jobs LEFT JOIN hooks ON hooks.job_id = jobs.id"""
+
     def get(self, job_id: int) -> Job:
         with self._lock:
-            return self._one("SELECT * FROM jobs WHERE id = ?", [job_id])
+            return self._one(f"{self._select_jobs()} WHERE jobs.id = ?", [job_id])
 
     def jobs(self, limit: int | None = None, state: str | None = None) -> list[Job]:
-        sql = "SELECT * FROM jobs"
+        sql = self._select_jobs()
         params: list = []
         if state:
-            sql += " WHERE state = ?"
+            sql += " WHERE jobs.state = ?"
             params.append(state)
-        sql += " ORDER BY id DESC"
+        sql += " ORDER BY jobs.id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
