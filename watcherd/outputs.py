@@ -1,9 +1,11 @@
-"""Transcript files beside each source: txt, srt, vtt and json, written atomically.
+"""Transcript files beside each source: txt, srt, vtt, json and md, written atomically.
 
 Names: `talk.m4a` gives `talk.txt`, `talk.srt`, ... When another media file shares the
 stem (`talk.wav`), or a file at that name is not ours to replace, the full source name is
-used instead (`talk.m4a.txt`), then numbered names. A reader never sees half a file: each
-is written to a hidden temp file, flushed to disk and renamed into place.
+used instead (`talk.m4a.txt`), then numbered names. Subtitles may carry their language
+(`movie.en.srt`, as media servers read it), and a format may go to a folder of its own
+(Markdown into a notes vault). A reader never sees half a file: each is written to a
+hidden temp file, flushed to disk and renamed into place.
 """
 
 from __future__ import annotations
@@ -13,14 +15,34 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from watcherd import __version__, faults
+from watcherd import __version__, faults, markdown
+from watcherd.paragraphs import paragraphs
 from watcherd.subtitles import Layout, cues, escape_vtt
 from watcherd.transcript import Transcript
 
 TEMP_SUFFIX = ".tmp"
+SUBTITLES = ("srt", "vtt")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How the formats lay a transcript out."""
+
+    subtitles: Layout = Layout()
+    txt_layout: str = "segments"  # a line per segment, or "paragraphs"
+    md_timestamps: bool = False  # each Markdown paragraph after its start time
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the outputs go and what their names carry, beyond the source's own name."""
+
+    subtitle_language: str | None = None  # "en": movie.en.srt, movie.en.vtt
+    folders: Mapping[str, Path] = field(default_factory=dict)  # a format's own folder
 
 
 def _clock(seconds: float, separator: str) -> str:
@@ -31,7 +53,13 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def render_txt(t: Transcript) -> str:
+def render_txt(t: Transcript, layout: str = "segments") -> str:
+    """A line per segment; or paragraphs, a line each, with a blank line between them
+    (and the speaker first, once diarized)."""
+    if layout == "paragraphs":
+        return "\n".join(
+            f"{p.speaker + ': ' if p.speaker else ''}{p.text}\n" for p in paragraphs(t.segments)
+        )
     return "".join(f"{s.text.strip()}\n" for s in t.segments if s.text.strip())
 
 
@@ -91,21 +119,18 @@ def render_json(t: Transcript) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Transcript], str]] = {
-    "txt": render_txt,
-    "srt": render_srt,
-    "vtt": render_vtt,
-    "json": render_json,
+RENDERERS: dict[str, Callable[[Transcript, Style], str]] = {
+    "txt": lambda t, style: render_txt(t, style.txt_layout),
+    "srt": lambda t, style: render_srt(t, style.subtitles),
+    "vtt": lambda t, style: render_vtt(t, style.subtitles),
+    "json": lambda t, style: render_json(t),
+    "md": lambda t, style: markdown.render(t, style.md_timestamps),
 }
 
 
-def render(fmt: str, transcript: Transcript, layout: Layout | None = None) -> str:
-    """One format's text; subtitles follow `layout` (line length, lines, cue length)."""
-    if fmt == "srt":
-        return render_srt(transcript, layout)
-    if fmt == "vtt":
-        return render_vtt(transcript, layout)
-    return RENDERERS[fmt](transcript)
+def render(fmt: str, transcript: Transcript, style: Style | None = None) -> str:
+    """One format's text, laid out as `style` says."""
+    return RENDERERS[fmt](transcript, style or Style())
 
 
 def _shares_stem(source: Path, media_extensions: Iterable[str]) -> bool:
@@ -127,10 +152,10 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
-def _fit(base: str, formats: Iterable[str], name_max: int) -> str:
-    """Shorten a base name so that `base.<format>` fits the file system's name limit
+def _fit(base: str, suffixes: Iterable[str], name_max: int) -> str:
+    """Shorten a base name so that `base<suffix>` fits the file system's name limit
     (255 bytes): a source with a 250-byte name still gets its transcripts."""
-    room = name_max - max(len(f".{fmt}".encode()) for fmt in formats)
+    room = name_max - max(len(suffix.encode()) for suffix in suffixes)
     encoded = base.encode()
     if len(encoded) <= room:
         return base
@@ -142,21 +167,37 @@ def plan(
     formats: Iterable[str],
     *,
     output_dir: Path | None = None,
+    placement: Placement | None = None,
     media_extensions: Iterable[str] = (),
     may_replace: Callable[[Path], bool] = lambda p: True,
 ) -> dict[str, Path]:
-    """Choose the output path of each format, never taking a name that is not ours."""
-    formats = list(formats)
-    folder = output_dir or source.parent
-    name_max = _name_max(folder)
-    bases = [] if _shares_stem(source, media_extensions) else [source.stem]
-    bases += [source.name] + [f"{source.name}.{n}" for n in range(1, 100)]
-    for base in bases:
-        base = _fit(base, formats, name_max)
-        paths = {fmt: folder / f"{base}.{fmt}" for fmt in formats}
-        if all(not p.exists() or may_replace(p) for p in paths.values()):
-            return paths
-    raise FileExistsError(f"{source}: no free name for its transcripts in {folder}")
+    """Choose the output path of each format, never taking a name that is not ours. The
+    formats that share a folder share a base name (`talk.m4a.txt` and `talk.m4a.srt`)."""
+    placement = placement or Placement()
+    suffixes = {
+        fmt: f".{placement.subtitle_language}.{fmt}"
+        if placement.subtitle_language and fmt in SUBTITLES
+        else f".{fmt}"
+        for fmt in formats
+    }
+    by_folder: dict[Path, list[str]] = {}
+    for fmt in suffixes:
+        folder = placement.folders.get(fmt) or output_dir or source.parent
+        by_folder.setdefault(folder, []).append(fmt)
+    paths: dict[str, Path] = {}
+    for folder, group in by_folder.items():
+        name_max = _name_max(folder)
+        bases = [] if _shares_stem(source, media_extensions) else [source.stem]
+        bases += [source.name] + [f"{source.name}.{n}" for n in range(1, 100)]
+        for base in bases:
+            base = _fit(base, [suffixes[fmt] for fmt in group], name_max)
+            named = {fmt: folder / f"{base}{suffixes[fmt]}" for fmt in group}
+            if all(not p.exists() or may_replace(p) for p in named.values()):
+                paths |= named
+                break
+        else:
+            raise FileExistsError(f"{source}: no free name for its transcripts in {folder}")
+    return {fmt: paths[fmt] for fmt in suffixes}
 
 
 def temp_path(path: Path) -> Path:
@@ -175,9 +216,12 @@ def discard_temps(paths: Iterable[Path | str]) -> None:
             os.unlink(temp_path(Path(path)))
 
 
-def check_writable(folder: Path) -> None:
-    """Raise the OSError a write into `folder` would raise, before any work is spent."""
+def check_writable(folder: Path, *, create: bool = False) -> None:
+    """Raise the OSError a write into `folder` would raise, before any work is spent;
+    `create` makes the folder first when it is missing."""
     try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".watcherd-probe-", suffix=TEMP_SUFFIX, dir=folder)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(folder)) from None
@@ -210,15 +254,13 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def write(
-    transcript: Transcript, paths: dict[str, Path], layout: Layout | None = None
-) -> list[str]:
+def write(transcript: Transcript, paths: dict[str, Path], style: Style | None = None) -> list[str]:
     """Render every format to temp files first, then rename them all into place: a failure
     (disk full, permissions) leaves no partial transcript behind."""
     temps: list[tuple[Path, Path]] = []
     try:
         for fmt, path in paths.items():
-            temps.append((_write_temp(path, render(fmt, transcript, layout)), path))
+            temps.append((_write_temp(path, render(fmt, transcript, style)), path))
         for temp, path in temps:
             faults.checkpoint("outputs.rename")
             os.replace(temp, path)

@@ -99,7 +99,7 @@ def _piece(word: Word) -> str:
     return " ".join(word.word.split())
 
 
-def _is_cjk(char: str) -> bool:
+def is_cjk(char: str) -> bool:
     """A character of a script written without spaces: Chinese, Japanese kana."""
     code = ord(char)
     return 0x3040 <= code <= 0x30FF or 0x3400 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF
@@ -121,7 +121,7 @@ def _pieces(token: str) -> list[str]:
     pieces: list[str] = []
     for char in token:
         attach = pieces and (
-            (not _is_cjk(char) and not _is_cjk(pieces[-1][-1]))
+            (not is_cjk(char) and not is_cjk(pieces[-1][-1]))
             or char in SENTENCE_END + CLAUSE_END + CLOSING
             or pieces[-1][-1] in OPENING
         )

@@ -21,6 +21,7 @@ class Segment:
     words: tuple[Word, ...] = ()
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    speaker: str | None = None  # who speaks, once diarized ("Speaker 1"); None: not diarized
 
 
 @dataclass(frozen=True)
