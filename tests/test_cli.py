@@ -193,3 +193,26 @@ def test_an_inbox_sets_its_own_subtitle_layout(tmp_path, model_cache, audio_dir,
 
     assert all(len(lines) == 1 and len(lines[0]) <= 12 for lines in cue_lines(narrow))
     assert any(len(line) > 12 for lines in cue_lines(outside) for line in lines)
+
+
+def test_transcribe_names_and_places_outputs_as_the_daemon_does(
+    tmp_path, model_cache, audio_dir, engine
+):
+    """Language in the subtitles' names, Markdown into the vault; `--output-dir` takes
+    every format, Markdown too."""
+    vault = tmp_path / "vault"
+    config = write_config(tmp_path, model_cache, formats=["srt", "md"], md_dir=str(vault),
+                          subtitle_names="language3")  # fmt: skip
+    clip = tmp_path / "talk.flac"
+    shutil.copy(audio_dir / "jfk.flac", clip)
+    result = run_cli("transcribe", str(clip), "--json", config=config, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"] == [
+        str(tmp_path / "talk.eng.srt"), str(vault / "talk.md")
+    ]  # fmt: skip
+    out = tmp_path / "out"
+    result = run_cli("transcribe", str(clip), "--output-dir", str(out), config=config,
+                     home=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["talk.eng.srt", "talk.md"]
+    assert (out / "talk.md").read_text().startswith("---\ntitle: talk\n")

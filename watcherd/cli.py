@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,6 +102,9 @@ def _job_dict(job) -> dict:
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "hook": {"state": job.hook_state, "attempts": job.hook_attempts, "error": job.hook_error}
+        if job.hook_state
+        else None,
     }
 
 
@@ -196,20 +200,30 @@ def _table(jobs) -> str:
     """The latest jobs, a line each and an error under its job. By hand, not `tabulate`
     (which sqlite-utils installs): importing it reads package metadata, about 40 ms, a
     third of the time `status` may take to answer."""
-    header = ("ID", "STATE", "AUDIO", "SPEED", "FILE / ERROR")
+    hooks = any(job.hook_state for job in jobs)  # the column only where hooks are used
+    header = ("ID", "STATE", "AUDIO", "SPEED", *(("HOOK",) if hooks else ()), "FILE / ERROR")
     rows = []
     for job in jobs:
         speed = f"{job.speed:.1f}x" if job.speed else "-"
         state = f"{job.state} {job.progress:.0f}%" if job.state == "running" else job.state
-        detail = job.path + (f"\n{'':>6}  ↳ {job.error}" if job.error else "")
-        rows.append((str(job.id), state, _duration(job.audio_seconds), speed, detail))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  " + header[4]]
-    for row in rows:
-        lines.append(
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4]
-        )
-    return "\n".join(lines)
+        notes = [job.error, f"hook: {job.hook_error}" if job.hook_error else None]
+        detail = job.path + "".join(f"\n{'':>6}  ↳ {note}" for note in notes if note)
+        hook = (_hook_cell(job),) if hooks else ()
+        rows.append((str(job.id), state, _duration(job.audio_seconds), speed, *hook, detail))
+    columns = len(header) - 1
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(columns)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in [header, *rows]
+    )
+
+
+def _hook_cell(job) -> str:
+    """How the job's hook went: "ok", "failed", "timed out", "running (2)", or "-"."""
+    if not job.hook_state:
+        return "-"
+    shown = {"done": "ok", "timed_out": "timed out"}.get(job.hook_state, job.hook_state)
+    return f"{shown} ({job.hook_attempts})" if (job.hook_attempts or 0) > 1 else shown
 
 
 @cli.command()
@@ -295,10 +309,11 @@ def cancel(config: Path | None, job_id: int) -> None:
 def transcribe(
     config: Path | None, paths: tuple[Path, ...], output_dir: Path | None, as_json: bool
 ) -> None:
-    """Transcribe files now, without the daemon, loading the model once."""
+    """Transcribe files now, without the daemon, loading the model once. The outputs are
+    named and laid out as the daemon would; no hook runs and nothing is skipped."""
     from watcherd import log, outputs
     from watcherd.engine import AudioError, ModelError
-    from watcherd.profiles import decode_options, engine_for, layout
+    from watcherd.profiles import decode_options, engine_for, md_folder, placement, style
 
     settings = _settings(config)
     log.configure(settings.log_level if not as_json else "warning")
@@ -308,16 +323,21 @@ def transcribe(
     for path in paths:
         profile = settings.profile(path)  # a file inside an inbox gets that inbox's settings
         try:
+            if not output_dir and (vault := md_folder(profile)):
+                outputs.check_writable(vault, create=True)
             transcript = engine_for(settings, profile.model).transcribe(
                 path, decode_options(profile)
             )
+            # --output-dir takes every format, Markdown too: the command line wins.
+            where = placement(profile, transcript)
             planned = outputs.plan(
                 path.absolute(),
                 profile.formats,
                 output_dir=output_dir,
+                placement=replace(where, folders={}) if output_dir else where,
                 media_extensions=settings.media_extensions,
             )
-            written = outputs.write(transcript, planned, layout(profile))
+            written = outputs.write(transcript, planned, style(profile))
         except ModelError as exc:
             click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
             sys.exit(EX_CONFIG)

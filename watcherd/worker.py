@@ -1,4 +1,5 @@
-"""The one sequential worker: claim a job, transcribe it, write outputs, record the outcome.
+"""The one sequential worker: claim a job, transcribe it, write outputs, record the outcome,
+then notify and run the job's hook.
 
 It runs on its own thread inside the daemon and keeps the engine (and so the model)
 loaded between jobs. Errors end in the job's row, never in the worker: bad input fails
@@ -14,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from watcherd import faults, log, outputs
+from watcherd import faults, hooks, log, notify, outputs, subtitled
 from watcherd.config import Profile, Settings
 from watcherd.engine import AudioError, Engine, ModelError
-from watcherd.profiles import decode_options, engine_for, layout
+from watcherd.profiles import decode_options, engine_for, md_folder, placement, style
 from watcherd.store import Job, Store, path_key
 from watcherd.transcript import Transcript
 
@@ -43,6 +44,8 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.hooks = hooks.Hooks(settings, store, self._stop, self._db)
+        self.notifications: notify.Notifications | notify.Silent = notify.Silent()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="watcherd-worker", daemon=True)
@@ -65,17 +68,22 @@ class Worker:
         return self._thread is not None and self._thread.is_alive()
 
     def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                job = self.store.claim()
-                if job is None:
-                    self._wake.wait(IDLE_POLL_SECONDS)
-                    self._wake.clear()
-                    continue
-                self.process(job)
-            except Exception:  # the database itself failed (locked, disk full): retry later
-                self.log.exception("worker_error")
-                self._stop.wait(IDLE_POLL_SECONDS)
+        self.notifications = notify.start(self.settings)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.hooks.run_due()  # the last job's, or those a crash interrupted
+                    job = self.store.claim()
+                    if job is None:
+                        self._wake.wait(IDLE_POLL_SECONDS)
+                        self._wake.clear()
+                        continue
+                    self.process(job)
+                except Exception:  # the database failed (locked, disk full): retry later
+                    self.log.exception("worker_error")
+                    self._stop.wait(IDLE_POLL_SECONDS)
+        finally:
+            self.notifications.close()  # what a flood held back is shown now
 
     def process(self, job: Job) -> None:
         joblog = self.log.bind(job_id=job.id, path=job.path)
@@ -84,7 +92,12 @@ class Worker:
         self.current = job
         profile = self.settings.profile(job.path)
         try:
+            if profile.skip_subtitled and (reason := self._has_subtitles(job)):
+                self._skip(job, reason, joblog)
+                return
             outputs.check_writable(Path(job.path).parent)  # before spending the work
+            if vault := md_folder(profile):
+                outputs.check_writable(vault, create=True)
             transcript = self._engine(profile.model).transcribe(
                 job.path, decode_options(profile), self._progress_reporter(job)
             )
@@ -123,6 +136,8 @@ class Worker:
             processing_seconds=transcript.processing_seconds,
             model=transcript.model,
             language=transcript.language,
+            # the hook's stdin: the JSON output's text, whether or not json is written
+            hook_input=outputs.render_json(transcript) if profile.on_done else None,
         )
         if not finished:
             joblog.info("job_cancelled", outputs=written)
@@ -134,6 +149,9 @@ class Worker:
             speed=round(transcript.realtime_factor, 1),
             segments=len(transcript.segments),
         )
+        if profile.notify:
+            ending = notify.Ending(job.path, "done", transcript.text, transcript.audio_seconds)
+            self.notifications.ended(ending)
 
     def _engine(self, model: str) -> Engine:
         if model not in self.engines:
@@ -146,6 +164,7 @@ class Worker:
         paths = outputs.plan(
             source,
             profile.formats,
+            placement=placement(profile, transcript),
             media_extensions=self.settings.media_extensions,
             may_replace=lambda p: self.store.output_owner(p) == key,
         )
@@ -153,14 +172,30 @@ class Worker:
         # they are its own to replace, instead of writing `talk.m4a.txt` beside them.
         self._db(self.store.plan_outputs, job.id, [str(p) for p in paths.values()])
         faults.checkpoint("outputs.write")
-        return outputs.write(transcript, paths, layout(profile))
+        return outputs.write(transcript, paths, style(profile))
+
+    def _has_subtitles(self, job: Job) -> str | None:
+        return subtitled.reason(
+            Path(job.path),
+            ours=lambda p: self.store.output_owner(p) is not None,
+            media_extensions=self.settings.media_extensions,
+        )
+
+    def _skip(self, job: Job, reason: str, joblog) -> None:
+        if self._db(self.store.skip, job.id, reason):
+            joblog.info("job_skipped", reason=reason)
 
     def _fail(self, job: Job, reason: str, *, transient: bool, joblog) -> None:
+        profile = self.settings.profile(job.path)
         retry_after = None
         if transient and job.attempts < self.settings.max_attempts:
             retry_after = self.settings.retry_backoff_seconds * 2 ** (job.attempts - 1)
-        state = self._db(self.store.fail, job.id, reason, retry_after=retry_after)
+        state = self._db(
+            self.store.fail, job.id, reason, retry_after=retry_after, hook=bool(profile.on_failed)
+        )
         joblog.error("job_failed", error=reason, state=state, retry_in=retry_after)
+        if state == "failed" and profile.notify:
+            self.notifications.ended(notify.Ending(job.path, "failed", reason))
 
     def _db(self, call: Callable[..., T], *args, **kwargs) -> T:
         """A database write the job's outcome depends on: retried with backoff while the
