@@ -324,8 +324,10 @@ def test_the_outlook_sums_the_waiting_audio_and_the_recent_speed(store):
 def test_a_running_job_estimates_its_rest_from_its_own_pace_once_it_has_one(store):
     store.enqueue("/in/a.mp3", size=1, mtime_ns=1, sha256="a", audio_seconds=100)
     job = store.claim()
+    now = job.started_at + 2
+    assert job.remaining_seconds(speed=20, now=now) == pytest.approx(3), "100 s at 20x, less 2"
+    assert job.remaining_seconds(speed=20, now=now + 10) == 0, "any moment now"
     now = job.started_at + 10
-    assert job.remaining_seconds(speed=20, now=now) == pytest.approx(5), "100 s at 20x"
     store.set_progress(job.id, 40)
     job = store.get(job.id)
     assert job.remaining_seconds(speed=20, now=now) == pytest.approx(15), "40% in 10 s"

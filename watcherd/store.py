@@ -102,13 +102,14 @@ class Job:
 
     def remaining_seconds(self, speed: float | None, now: float) -> float | None:
         """How long this running job still needs: from its own pace once it has shown
-        one (5% done), before that from its length at the queue's recent speed."""
+        one (5% done), before that its length at the queue's recent speed, less the time
+        it has run."""
         done = self.progress / 100
         elapsed = now - self.started_at if self.started_at else 0.0
         if done >= 0.05 and elapsed > 0:
             return elapsed * (1 - done) / done
         if self.audio_seconds and speed:
-            return self.audio_seconds * (1 - done) / speed
+            return max(self.audio_seconds / speed - elapsed, 0.0)
         return None
 
 
