@@ -272,9 +272,9 @@ def _status_text(snapshot: dict) -> str:
             line += f" ({outlook.unknown_length} of unknown length)"
         eta = _queue_eta(snapshot)
         if eta is not None:
+            recent = "job" if outlook.speed_jobs == 1 else f"{outlook.speed_jobs} jobs"
             line += (
-                f"; all done in about {_duration(eta)} at {speed:.1f}x realtime "
-                f"(the last {_plural(outlook.speed_jobs, 'job')})"
+                f"; all done in about {_duration(eta)} at {speed:.1f}x realtime (the last {recent})"
             )
         elif speed is None:
             line += "; ETA once a job has finished"

@@ -187,8 +187,10 @@ def _unreadable_files(inbox: Path, names: list[str]) -> Iterator[tuple[str, str]
     tried = 0
     for name in names:
         path = inbox / name
-        if name.startswith(".") or not path.is_file() or tried >= READ_TRIES:
+        if name.startswith(".") or not path.is_file():
             continue
+        if tried == READ_TRIES:
+            return
         tried += 1
         try:
             with path.open("rb") as f:
@@ -277,18 +279,13 @@ def check_disk(settings: Settings) -> list[Finding]:
         usage = shutil.disk_usage(entries[0][1])
         labels = ", ".join(label for label, _ in entries)
         summary = f"{_size(usage.free)} free of {_size(usage.total)} on the disk of {labels}"
+        status, remedy = OK, None
         if usage.free < NO_SPACE:
-            status, remedy = (
-                FAIL,
-                (
-                    "The disk is (nearly) full: transcripts and the database cannot be written. "
-                    "Free space there, or move these folders to another disk."
-                ),
-            )
+            status = FAIL
+            remedy = "The disk is (nearly) full: transcripts and the database cannot be "
+            remedy += "written. Free space there, or move these folders to another disk."
         elif usage.free < LOW_SPACE:
             status, remedy = WARN, "Space is low: free some before it runs out."
-        else:
-            status, remedy = OK, None
         findings.append(Finding("disk", status, summary, remedy, str(entries[0][1])))
     return findings
 
