@@ -95,7 +95,7 @@ class Daemon:
             idle = IdleUnloader(
                 settings.idle_unload_seconds,
                 store,
-                on_change=lambda loaded: lock.update(info | {"model_loaded": loaded}),
+                on_change=lambda present: lock.update(info | {"model_loaded": present}),
             )
             worker = Worker(settings, store, engine, idle)
             watcher = Watcher(settings, store, on_queued=worker.wake)
