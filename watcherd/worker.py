@@ -17,6 +17,7 @@ from typing import TypeVar
 from watcherd import faults, log, outputs
 from watcherd.config import Profile, Settings
 from watcherd.engine import AudioError, Engine, ModelError
+from watcherd.idle import IdleUnloader
 from watcherd.profiles import decode_options, engine_for, layout
 from watcherd.store import Job, Store, path_key
 from watcherd.transcript import Transcript
@@ -34,10 +35,13 @@ class JobStopped(Exception):
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, engine: Engine):
+    def __init__(
+        self, settings: Settings, store: Store, engine: Engine, idle: IdleUnloader | None = None
+    ):
         self.settings = settings
         self.store = store
         self.engines = {engine.model_name: engine}  # one per model an inbox asks for
+        self.idle = idle or IdleUnloader(settings.idle_unload_seconds, store)
         self.log = log.get()
         self.current: Job | None = None
         self._wake = threading.Event()
@@ -69,6 +73,7 @@ class Worker:
             try:
                 job = self.store.claim()
                 if job is None:
+                    self.idle.idle()
                     self._wake.wait(IDLE_POLL_SECONDS)
                     self._wake.clear()
                     continue
@@ -85,7 +90,9 @@ class Worker:
         profile = self.settings.profile(job.path)
         try:
             outputs.check_writable(Path(job.path).parent)  # before spending the work
-            transcript = self._engine(profile.model).transcribe(
+            engine = self._engine(profile.model)
+            self.idle.busy(engine)  # loads the model again if idleness unloaded it
+            transcript = engine.transcribe(
                 job.path, decode_options(profile), self._progress_reporter(job)
             )
             written = self._write(job, transcript, profile)
@@ -114,6 +121,7 @@ class Worker:
             return
         finally:
             self.current = None
+            self.idle.done()
         faults.checkpoint("finish")
         finished = self._db(
             self.store.finish,
