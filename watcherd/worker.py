@@ -18,6 +18,7 @@ from typing import TypeVar
 from watcherd import faults, hooks, log, notify, outputs, subtitled
 from watcherd.config import Profile, Settings
 from watcherd.engine import AudioError, Engine, ModelError
+from watcherd.idle import IdleUnloader
 from watcherd.profiles import decode_options, engine_for, md_folder, placement, style
 from watcherd.store import Job, Store, path_key
 from watcherd.transcript import Transcript
@@ -35,10 +36,13 @@ class JobStopped(Exception):
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, engine: Engine):
+    def __init__(
+        self, settings: Settings, store: Store, engine: Engine, idle: IdleUnloader | None = None
+    ):
         self.settings = settings
         self.store = store
         self.engines = {engine.model_name: engine}  # one per model an inbox asks for
+        self.idle = idle or IdleUnloader(settings.idle_unload_seconds, store)
         self.log = log.get()
         self.current: Job | None = None
         self._wake = threading.Event()
@@ -75,6 +79,7 @@ class Worker:
                     self.hooks.run_due()  # the last job's, or those a crash interrupted
                     job = self.store.claim()
                     if job is None:
+                        self.idle.idle()
                         self._wake.wait(IDLE_POLL_SECONDS)
                         self._wake.clear()
                         continue
@@ -98,7 +103,9 @@ class Worker:
             outputs.check_writable(Path(job.path).parent)  # before spending the work
             if vault := md_folder(profile):
                 outputs.check_writable(vault, create=True)
-            transcript = self._engine(profile.model).transcribe(
+            engine = self._engine(profile.model)
+            self.idle.busy(engine)  # loads the model again if idleness unloaded it
+            transcript = engine.transcribe(
                 job.path, decode_options(profile), self._progress_reporter(job)
             )
             written = self._write(job, transcript, profile)
@@ -127,6 +134,7 @@ class Worker:
             return
         finally:
             self.current = None
+            self.idle.done()
         faults.checkpoint("finish")
         finished = self._db(
             self.store.finish,
