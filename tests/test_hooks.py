@@ -341,3 +341,26 @@ def test_a_hook_the_daemon_died_in_runs_once_more_and_never_a_third_time(
     assert [e["job_id"] for e in log_events(tmp_path, "hook_started")] == [
         first["id"], hang["id"], hang["id"], last["id"]
     ]  # fmt: skip
+
+
+def test_doctor_names_a_hook_it_cannot_run_and_a_missing_notifier(tmp_path, recorder, monkeypatch):
+    from watcherd import doctor
+
+    command, _ = recorder
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"notify = true\non_done = {json.dumps(shlex.join(command))}\n"
+        '[[inboxes]]\npath = "/in"\n'
+        '[[inboxes]]\npath = "/other"\non_failed = "no-such-program --now"\n'
+    )
+    host = doctor.Host(system="linux", home=tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no notify-send here
+    findings = doctor.check_after_jobs(load_settings(config), host)
+    by_check = {(f.check, f.status): f for f in findings}
+    assert "notify-send is not on PATH" in by_check["notify", "warn"].summary
+    assert by_check["hook", "ok"].summary == f"on_done: {shlex.join(command)}"
+    failed = by_check["hook", "fail"]
+    assert (
+        failed.summary == "on_failed runs 'no-such-program', which is not found or not executable"
+    )
+    assert "full path" in failed.remedy
