@@ -104,6 +104,23 @@ def test_add_queues_once_and_cancel_and_retry_change_the_state(config_file, tmp_
     assert (job["id"], job["path"], job["state"]) == (1, str(clip), "queued")
 
 
+def test_add_queues_a_skipped_file_again_and_bump_says_how(config_file, tmp_path, audio_dir):
+    """A skipped file has no transcript: adding it by hand means "transcribe it now"."""
+    clip = audio_dir / "jfk.flac"
+    run_cli("add", str(clip), config=config_file, home=tmp_path)
+    store = Store(status_json(config_file, tmp_path)["database"])
+    try:
+        job = store.claim()
+        assert store.skip(job.id, "it has subtitles already: jfk.srt")
+    finally:
+        store.close()
+    bump = run_cli("bump", str(job.id), config=config_file, home=tmp_path)
+    assert bump.returncode == 1 and "is skipped, not queued (retry it" in bump.stderr
+    again = run_cli("add", str(clip), config=config_file, home=tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith(f"queued again #{job.id}")
+    assert status_json(config_file, tmp_path)["jobs"][0]["state"] == "queued"
+
+
 def test_add_reports_a_missing_file_and_fails(config_file, tmp_path):
     result = run_cli("add", str(tmp_path / "nope.mp3"), config=config_file, home=tmp_path)
     assert result.returncode == 1 and "nope.mp3: not a file" in result.stderr

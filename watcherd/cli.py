@@ -420,7 +420,7 @@ def add(config: Path | None, paths: tuple[Path, ...], force: bool, priority: str
                 continue
             if priority is not None and job.priority != level:
                 job = store.set_priority(job.id, level)
-            if force or job.state in ("failed", "cancelled"):
+            if force or job.state in ("failed", "cancelled", "skipped"):  # no transcript yet
                 job = store.retry(job.id)
                 click.echo(f"queued again #{job.id} {path}{note}")
             elif job.state == "queued" and priority is not None:
@@ -450,7 +450,7 @@ def _change_job(config: Path | None, job_id: int, action: str) -> None:
 @config_option
 @click.argument("job_id", type=int)
 def retry(config: Path | None, job_id: int) -> None:
-    """Queue a failed, cancelled or done job again."""
+    """Queue a failed, cancelled, skipped or done job again."""
     _change_job(config, job_id, "retry")
 
 
@@ -470,7 +470,9 @@ def bump(config: Path | None, job_id: int) -> None:
         store.close()
     if job.state != "queued":
         hint = (
-            " (retry it to queue it again)" if job.state in ("failed", "cancelled", "done") else ""
+            " (retry it to queue it again)"
+            if job.state in ("failed", "cancelled", "skipped", "done")
+            else ""
         )
         click.echo(f"watcherd: #{job.id} is {job.state}, not queued{hint}", err=True)
         sys.exit(EX_FAILURE)
