@@ -67,10 +67,18 @@ class Compute:
     # Decoding checks whether every row has ended each `sync_every` steps: reading a
     # value back from an accelerator waits for the queued work, on the CPU it is free.
     sync_every: int = 1
+    # The most rows decoded at once. A CPU's decoder step reads every live row's keys and
+    # values from memory, so its cost grows with the batch; an accelerator's hardly does.
+    max_batch: int = 8
 
     def __init__(self, model: Whisper):
         self.model = model
         self.dims = model.dims
+
+    def memory_bytes(self) -> int | None:
+        """Memory the batches may share, when the device has its own (None: the system's
+        free memory)."""
+        return None
 
     # --- the encoder -----------------------------------------------------------------
 
@@ -125,6 +133,11 @@ class Compute:
 
     def schedule(self, *arrays) -> None:
         """Let the work that makes `arrays` start, without waiting for it."""
+
+    def step(self, function):
+        """The decoder's step (`BatchDecoder._step`: a function of arrays and a position),
+        made as fast as this path can run it; on the CPU it runs as it is."""
+        return function
 
     # --- array operations for the logit rules (`decoding.rules`) ---------------------
 

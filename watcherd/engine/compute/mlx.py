@@ -18,6 +18,7 @@ import numpy as np
 from watcherd.engine.compute.base import Batch, Compute, Encoding, KeysValues
 
 SYNC_EVERY = 8  # decoder steps between reads of "has every row ended?"
+GPU_MAX_BATCH = 64  # rows: a step costs about the same at 8 rows and at 64 on a GPU
 
 
 class MLXEncoding(Encoding):
@@ -52,8 +53,18 @@ class MLXCompute(Compute):
     def __init__(self, model):
         super().__init__(model)
         self.n_ctx = model.dims.n_text_ctx
+        self.on_gpu = mx.default_device() != mx.cpu
+        if self.on_gpu:
+            self.max_batch = GPU_MAX_BATCH
         heads = np.array(model.alignment_heads).reshape(-1, 2)
         self.alignment_heads = [(int(layer), int(head)) for layer, head in heads]
+
+    def memory_bytes(self) -> int | None:
+        """A GPU's own memory (on a Mac, the share macOS lets the GPU wire)."""
+        if not self.on_gpu:
+            return None
+        info = mx.device_info()
+        return info.get("max_recommended_working_set_size") or info.get("memory_size")
 
     def encoding(self) -> Encoding:
         return MLXEncoding(self)
@@ -113,7 +124,7 @@ class MLXCompute(Compute):
         x = decoder.token_embedding(tokens) + decoder.positional_embedding[positions]
         columns = mx.arange(self.n_ctx)
         causal = mx.where(columns[None, :] <= positions[:, None], 0.0, -mx.inf).astype(x.dtype)
-        start = mx.array(pos, dtype=mx.int32)[None]
+        start = mx.array(pos, dtype=mx.int32).reshape(1)
         last = max(layer for layer, _ in capture) if capture else len(decoder.blocks) - 1
         new_kv, captured = [], []
         for layer, (block, (k_cache, v_cache), (ck, cv)) in enumerate(
@@ -160,6 +171,18 @@ class MLXCompute(Compute):
 
     def schedule(self, *arrays) -> None:
         mx.async_eval(*arrays)
+
+    def step(self, function):
+        """Compiled: one call per step instead of building a graph of a few hundred small
+        operations on the host each time (the host's work, not the device's, bounds a
+        small model's step on a GPU). Traced again for each new batch size. The position
+        goes in as an array, so that every step of a batch runs the same trace."""
+        compiled = mx.compile(function)
+
+        def run(tokens, pos, *rest):
+            return compiled(tokens, mx.array(pos, dtype=mx.int32), *rest)
+
+        return run
 
     def split(self, logits, at: int) -> tuple:
         return logits[:, :at], logits[:, at:]

@@ -86,6 +86,7 @@ class BatchDecoder:
             rules.TimestampsWin(compute),
         ]
         self.hold_end = rules.HoldEnd(compute, tokenizer)
+        self._steps: dict = {}  # see `_step`
 
     def cross_kv(self, features) -> KeysValues:
         return self.compute.cross_kv(features)
@@ -101,21 +102,27 @@ class BatchDecoder:
             text, held_at = self.hold_end.apply(text, stamps, state, hold)
         return compute.join(logits, text, stamps), held_at
 
-    def _step(self, tokens, pos, self_kv, cross_kv, state, temperature, noise, first, hold):
+    def _step(self, first: bool, temperature: float, held: bool):
+        """One decoding step as a function of arrays only: (tokens, pos, self_kv, cross_kv,
+        state arrays, noise[, hold]) -> (chosen, its log-probability, self_kv, state
+        arrays). Made once per kind of step, and handed to the compute path, which may
+        compile it (`Compute.step`); the first step, over the whole prompt, is not."""
+        key = (first, temperature, held)
+        if key in self._steps:
+            return self._steps[key]
         compute, xp = self.compute, self.compute.xp
-        logits, self_kv = compute.logits(tokens, pos, self_kv, cross_kv, state.done)
-        logits, held_at = self.masked_logits(logits, state, first, hold)
-        chosen = compute.sample(logits, temperature, noise)
-        chosen_lp = xp.take_along_axis(compute.log_softmax(logits), chosen[:, None], axis=-1)
-        chosen_lp = chosen_lp[:, 0]
-        live = ~state.done
-        chosen = xp.where(live, chosen, self.eot)
-        is_ts = chosen >= self.ts_begin
-        return (
-            chosen,
-            chosen_lp,
-            self_kv,
-            State.of(
+
+        def step(tokens, pos, self_kv, cross_kv, arrays, noise, *hold):
+            state = State.of(**dict(zip(State.FIELDS, arrays, strict=True)))
+            logits, self_kv = compute.logits(tokens, pos, self_kv, cross_kv, state.done)
+            logits, held_at = self.masked_logits(logits, state, first, *hold)
+            chosen = compute.sample(logits, temperature, noise)
+            chosen_lp = xp.take_along_axis(compute.log_softmax(logits), chosen[:, None], axis=-1)
+            chosen_lp = chosen_lp[:, 0]
+            live = ~state.done
+            chosen = xp.where(live, chosen, self.eot)
+            is_ts = chosen >= self.ts_begin
+            new = State.of(
                 sum_logprob=state.sum_logprob + xp.where(live, chosen_lp, 0.0),
                 count=state.count + live.astype(xp.int32),
                 penult_is_ts=xp.where(live, state.last_is_ts, state.penult_is_ts),
@@ -124,8 +131,11 @@ class BatchDecoder:
                 done=state.done | (chosen == self.eot),
                 spoke=state.spoke | (live & (chosen < self.eot)),
                 held_at=held_at,
-            ),
-        )
+            )
+            return chosen, chosen_lp, self_kv, new.arrays()
+
+        self._steps[key] = step if first else compute.step(step)
+        return self._steps[key]
 
     def decode(
         self,
@@ -150,20 +160,25 @@ class BatchDecoder:
         noise = compute.noise(seed, self.sample_len)
         if hold is not None:
             hold = xp.array(np.asarray(hold, np.int32))
+        held = () if hold is None else (hold,)
+        arrays = state.arrays()
+        done = State.FIELDS.index("done")
         sampled, logprobs, pos = [], [], 0
         for i in range(limit):
-            chosen, logprob, self_kv, state = self._step(
-                tokens, pos, self_kv, cross_kv, state, temperature, noise[i], i == 0, hold
+            step = self._step(i == 0, temperature, hold is not None)
+            chosen, logprob, self_kv, arrays = step(
+                tokens, pos, self_kv, cross_kv, arrays, noise[i], *held
             )
             pos += tokens.shape[1]
             tokens = chosen[:, None]
             sampled.append(chosen)
             logprobs.append(logprob)
-            compute.schedule(chosen, logprob, *state.arrays())
+            compute.schedule(chosen, logprob, *arrays)
             if check is not None and i % CHECK_EVERY == CHECK_EVERY - 1:
                 check()
-            if i % compute.sync_every == compute.sync_every - 1 and bool(state.done.all()):
+            if i % compute.sync_every == compute.sync_every - 1 and bool(arrays[done].all()):
                 break
+        state = State.of(**dict(zip(State.FIELDS, arrays, strict=True)))
         matrix = compute.to_numpy(xp.stack(sampled, axis=1))
         lps = compute.to_numpy(xp.stack(logprobs, axis=1))
         sum_logprob, count = compute.to_numpy(state.sum_logprob), compute.to_numpy(state.count)
