@@ -102,9 +102,10 @@ class Daemon:
                     break
             stopped = worker.stop(STOP_TIMEOUT_SECONDS)
             watcher.stop(timeout=1.0)
-            if not stopped and worker.current is not None:
+            if not stopped and worker.claimed:
                 self.log.warning("worker_did_not_stop", timeout=STOP_TIMEOUT_SECONDS)
-                store.requeue(worker.current.id)
+                for job in worker.claimed:
+                    store.requeue(job.id)
         finally:
             store.close()
             lock.release()

@@ -10,13 +10,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 from watcherd import faults, log, outputs
 from watcherd.config import Profile, Settings
-from watcherd.engine import AudioError, Engine, ModelError
+from watcherd.engine import AudioError, Cancelled, Engine, ModelError, Request
 from watcherd.profiles import decode_options, engine_for, layout
 from watcherd.store import Job, Store, path_key
 from watcherd.transcript import Transcript
@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 
 class JobStopped(Exception):
-    """The job must stop now: cancelled by the user, or the daemon is shutting down."""
+    """The daemon is shutting down: the jobs in the stream go back to the queue."""
 
 
 class Worker:
@@ -39,7 +39,8 @@ class Worker:
         self.store = store
         self.engines = {engine.model_name: engine}  # one per model an inbox asks for
         self.log = log.get()
-        self.current: Job | None = None
+        self.active: dict[int, Job] = {}  # claimed and in the engine's stream
+        self._next: Job | None = None  # claimed, for the next stream (other settings)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,7 +53,7 @@ class Worker:
         self._wake.set()
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Ask the worker to stop; a running job is put back in the queue. True once stopped."""
+        """Ask the worker to stop; running jobs are put back in the queue. True once stopped."""
         self._stop.set()
         self._wake.set()
         if self._thread:
@@ -64,10 +65,15 @@ class Worker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def claimed(self) -> list[Job]:
+        """Every job this worker holds: in its stream, or waiting for the next one."""
+        return [*self.active.values(), *([self._next] if self._next else [])]
+
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                job = self.store.claim()
+                job, self._next = self._next or self.store.claim(), None
                 if job is None:
                     self._wake.wait(IDLE_POLL_SECONDS)
                     self._wake.clear()
@@ -76,63 +82,107 @@ class Worker:
             except Exception:  # the database itself failed (locked, disk full): retry later
                 self.log.exception("worker_error")
                 self._stop.wait(IDLE_POLL_SECONDS)
+        if self._next is not None:  # claimed for a stream that will not run now
+            self._db(self.store.requeue, self._next.id)
 
-    def process(self, job: Job) -> None:
-        joblog = self.log.bind(job_id=job.id, path=job.path)
-        joblog.info("job_started", attempt=job.attempts)
-        faults.checkpoint("claimed")
-        self.current = job
+    def process(self, first: Job) -> None:
+        """Transcribe `first`, and with it, in one stream of windows, the jobs queued after
+        it that are transcribed the same way (same model and decode options): claimed one
+        by one as the stream is ready for the next file, so a queue of short files shares
+        its batches. Each job still ends on its own: finished, failed or cancelled."""
+        profile = self.settings.profile(first.path)
+        engine, options = self._engine(profile.model), decode_options(profile)
+        try:
+            engine.validate(options)
+        except ModelError as exc:
+            self._start(first)
+            self._fail(first, f"{first.path}: model error: {exc}", transient=False)
+            return
+
+        def requests() -> Iterator[Request]:
+            job = first
+            while job is not None:
+                if self._start(job):
+                    yield Request(job.path, options, self._progress_reporter(job), tag=job)
+                if self._stop.is_set():
+                    return
+                job = self.store.claim()
+                if job is not None and self._stream_key(job) != (profile.model, options):
+                    self._next, job = job, None
+
+        try:
+            for request, outcome in engine.stream(requests()):
+                self._finish(request.tag, outcome)
+        except JobStopped:  # shutting down: every job in the stream goes back to the queue
+            for job in self.active.values():
+                self._db(self.store.requeue, job.id)
+                self.log.info("job_requeued", job_id=job.id, path=job.path, reason="shutdown")
+        except Exception as exc:  # a bug or an engine failure: record it, keep the daemon
+            self.log.exception("stream_crashed", jobs=sorted(self.active))
+            for job in self.active.values():
+                reason = f"{job.path}: unexpected error: {exc!r}"
+                self._fail(job, reason, transient=True)
+        finally:
+            self.active.clear()
+
+    def _stream_key(self, job: Job) -> tuple:
         profile = self.settings.profile(job.path)
+        return profile.model, decode_options(profile)
+
+    def _start(self, job: Job) -> bool:
+        """Take a claimed job into the stream, unless its folder cannot take transcripts."""
+        self.log.info("job_started", job_id=job.id, path=job.path, attempt=job.attempts)
+        faults.checkpoint("claimed")
+        self.active[job.id] = job
         try:
             outputs.check_writable(Path(job.path).parent)  # before spending the work
-            transcript = self._engine(profile.model).transcribe(
-                job.path, decode_options(profile), self._progress_reporter(job)
-            )
-            written = self._write(job, transcript, profile)
-        except JobStopped:
-            if self._stop.is_set():
-                self._db(self.store.requeue, job.id)
-                joblog.info("job_requeued", reason="shutdown")
-            else:
+        except OSError as exc:
+            self._fail_writing(job, exc)
+            return False
+        return True
+
+    def _finish(self, job: Job, outcome: Transcript | Exception) -> None:
+        """Record how a job ended: its transcripts written, or why it failed."""
+        joblog = self.log.bind(job_id=job.id, path=job.path)
+        profile = self.settings.profile(job.path)
+        try:
+            if isinstance(outcome, Cancelled):
                 joblog.info("job_cancelled")
-            return
-        except AudioError as exc:
-            self._fail(job, str(exc), transient=exc.transient, joblog=joblog)
-            return
-        except ModelError as exc:
-            self._fail(job, f"{job.path}: model error: {exc}", transient=False, joblog=joblog)
-            return
+                return
+            if isinstance(outcome, AudioError):
+                self._fail(job, str(outcome), transient=outcome.transient)
+                return
+            if isinstance(outcome, Exception):
+                raise outcome
+            written = self._write(job, outcome, profile)
         except OSError as exc:  # writing outputs: disk full, permissions, ...
-            reason = f"{job.path}: cannot write transcripts: {exc.strerror or exc}"
-            if exc.filename:
-                reason += f" ({exc.filename})"
-            self._fail(job, reason, transient=True, joblog=joblog)
+            self._fail_writing(job, exc)
             return
-        except Exception as exc:  # a bug or an engine failure: record it, keep the daemon
+        except Exception as exc:  # a bug: record it, keep the daemon
             joblog.exception("job_crashed")
-            self._fail(job, f"{job.path}: unexpected error: {exc!r}", transient=True, joblog=joblog)
+            self._fail(job, f"{job.path}: unexpected error: {exc!r}", transient=True)
             return
         finally:
-            self.current = None
+            self.active.pop(job.id, None)
         faults.checkpoint("finish")
         finished = self._db(
             self.store.finish,
             job.id,
             outputs=written,
-            audio_seconds=transcript.audio_seconds,
-            processing_seconds=transcript.processing_seconds,
-            model=transcript.model,
-            language=transcript.language,
+            audio_seconds=outcome.audio_seconds,
+            processing_seconds=outcome.processing_seconds,
+            model=outcome.model,
+            language=outcome.language,
         )
         if not finished:
             joblog.info("job_cancelled", outputs=written)
             return
         joblog.info(
             "job_done",
-            audio_seconds=transcript.audio_seconds,
-            processing_seconds=transcript.processing_seconds,
-            speed=round(transcript.realtime_factor, 1),
-            segments=len(transcript.segments),
+            audio_seconds=outcome.audio_seconds,
+            processing_seconds=outcome.processing_seconds,
+            speed=round(outcome.realtime_factor, 1),
+            segments=len(outcome.segments),
         )
 
     def _engine(self, model: str) -> Engine:
@@ -155,12 +205,20 @@ class Worker:
         faults.checkpoint("outputs.write")
         return outputs.write(transcript, paths, layout(profile))
 
-    def _fail(self, job: Job, reason: str, *, transient: bool, joblog) -> None:
+    def _fail(self, job: Job, reason: str, *, transient: bool) -> None:
+        self.active.pop(job.id, None)
         retry_after = None
         if transient and job.attempts < self.settings.max_attempts:
             retry_after = self.settings.retry_backoff_seconds * 2 ** (job.attempts - 1)
         state = self._db(self.store.fail, job.id, reason, retry_after=retry_after)
-        joblog.error("job_failed", error=reason, state=state, retry_in=retry_after)
+        self.log.error("job_failed", job_id=job.id, path=job.path, error=reason, state=state,
+                       retry_in=retry_after)  # fmt: skip
+
+    def _fail_writing(self, job: Job, exc: OSError) -> None:
+        reason = f"{job.path}: cannot write transcripts: {exc.strerror or exc}"
+        if exc.filename:
+            reason += f" ({exc.filename})"
+        self._fail(job, reason, transient=True)
 
     def _db(self, call: Callable[..., T], *args, **kwargs) -> T:
         """A database write the job's outcome depends on: retried with backoff while the
@@ -181,7 +239,7 @@ class Worker:
         def report(fraction: float) -> None:
             nonlocal last
             if self._stop.is_set():
-                raise JobStopped()
+                raise JobStopped()  # the whole stream stops
             now = time.monotonic()
             if now - last >= PROGRESS_INTERVAL_SECONDS or fraction >= 1.0:
                 last = now
@@ -191,6 +249,6 @@ class Worker:
                 except sqlite3.Error:  # locked: progress can wait for the next report
                     return
                 if not running:
-                    raise JobStopped()  # cancelled
+                    raise Cancelled(job.path)  # this job only
 
         return report

@@ -97,12 +97,16 @@ def split_long(
     return [(start, cut), *split_long((cut, end), probs, max_frames)]
 
 
-def merge(spans: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:
-    """Join neighbours while the span from the first start to the last end fits; where
-    padded neighbours that stay apart overlap, split the overlap between them."""
+def merge(
+    spans: list[tuple[int, int]], max_len: int, max_gap: int | None = None
+) -> list[tuple[int, int]]:
+    """Join neighbours while the span from the first start to the last end fits and the
+    pause between them is at most `max_gap`; where padded neighbours that stay apart
+    overlap, split the overlap between them."""
     merged: list[tuple[int, int]] = []
     for start, end in spans:
-        if merged and end - merged[-1][0] <= max_len:
+        near = max_gap is None or (merged and start - merged[-1][1] <= max_gap)
+        if merged and end - merged[-1][0] <= max_len and near:
             merged[-1] = (merged[-1][0], end)
         elif merged and start < merged[-1][1]:
             middle = (start + merged[-1][1]) // 2
@@ -126,6 +130,7 @@ def speech_chunks(
     probs = np.zeros(0, np.float32)  # one per frame of the buffer
     pending = np.zeros(0, np.float32)  # samples short of a whole frame
     pad = int(options.pad_seconds * SAMPLE_RATE)
+    gap = None if options.max_gap_seconds is None else int(options.max_gap_seconds * SAMPLE_RATE)
     longest = (MAX_CHUNK - 2 * pad) // VAD_FRAME
 
     def spans() -> list[tuple[int, int]]:
@@ -133,7 +138,7 @@ def speech_chunks(
         regions = [piece for region in speech_regions(probs, options)
                    for piece in split_long(region, probs, longest)]  # fmt: skip
         padded = [(max(0, s * VAD_FRAME - pad), e * VAD_FRAME + pad) for s, e in regions]
-        return merge(padded, MAX_CHUNK)
+        return merge(padded, MAX_CHUNK, gap)
 
     def emit(final: list[tuple[int, int]]) -> Iterator[Chunk]:
         for start, end in final:

@@ -74,6 +74,7 @@ class VadOptions:
     min_speech_seconds: float = 0.25
     min_silence_seconds: float = 0.5  # shorter pauses do not end a region
     pad_seconds: float = 0.4  # kept around each region, so word edges are not clipped
+    max_gap_seconds: float | None = None  # longer pauses (between padded regions) split chunks
 
 
 def speech_regions(probs: np.ndarray, options: VadOptions) -> list[tuple[int, int]]:
