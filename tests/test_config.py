@@ -238,3 +238,22 @@ def test_a_bad_queue_setting_is_named_by_both_readers(tmp_path, text, key):
     for read in (load_settings, locations.queue):
         with pytest.raises(ConfigError, match=rf"{config}: invalid value .* for '{key}'"):
             read(config)
+
+
+def test_an_inbox_priority_and_the_idle_unload_are_checked(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'inboxes = ["{tmp_path}/a", {{ path = "{tmp_path}/b", priority = "high" }}]\n'
+        "idle_unload_seconds = 0\n"
+    )
+    settings = load_settings(config)
+    assert settings.idle_unload_seconds == 0
+    assert settings.priority_of(tmp_path / "b" / "x.mp3") == "high"
+    assert settings.priority_of(tmp_path / "a" / "x.mp3") == "normal"
+    assert settings.priority_of(tmp_path / "elsewhere.mp3") == "normal"
+    config.write_text(f'inboxes = [{{ path = "{tmp_path}/b", priority = "urgent" }}]\n')
+    with pytest.raises(ConfigError, match=r"'inboxes.0.priority': Input should be 'low'"):
+        load_settings(config)
+    config.write_text("idle_unload_seconds = -1\n")
+    with pytest.raises(ConfigError, match=r"-1 for 'idle_unload_seconds'"):
+        load_settings(config)

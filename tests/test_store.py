@@ -209,3 +209,125 @@ def test_a_file_reached_through_a_linked_folder_is_one_job(store, tmp_path):
     add(store, str(real / "a.mp3"))
     _, created = add(store, str(tmp_path / "link" / "a.mp3"))
     assert not created
+
+
+# --- priorities ------------------------------------------------------------------------
+
+
+def test_claim_takes_the_highest_priority_first_and_the_oldest_among_equals(store):
+    low, _ = store.enqueue("/in/low.mp3", size=1, mtime_ns=1, sha256="l", priority=-1)
+    first, _ = add(store, "/in/first.mp3", "1")
+    second, _ = add(store, "/in/second.mp3", "2")
+    urgent, _ = store.enqueue("/in/urgent.mp3", size=1, mtime_ns=1, sha256="u", priority=1)
+    assert store.next_job().id == urgent.id, "status names the job claim takes"
+    order = [store.claim().id for _ in range(4)]
+    assert order == [urgent.id, first.id, second.id, low.id]
+
+
+def test_bump_puts_a_job_ahead_of_every_other_queued_job(store):
+    ids = [add(store, f"/in/{n}.mp3", str(n))[0].id for n in range(3)]
+    urgent, _ = store.enqueue("/in/u.mp3", size=1, mtime_ns=1, sha256="u", priority=1)
+    bumped = store.bump(ids[2])
+    assert bumped.priority == 2 and bumped.state == "queued"
+    assert store.bump(ids[2]).priority == 2, "bumping the first job again changes nothing"
+    assert [store.claim().id for _ in range(4)] == [ids[2], urgent.id, ids[0], ids[1]]
+
+
+def test_bump_leaves_a_job_that_is_not_queued_alone(store):
+    add(store)
+    running = store.claim()
+    assert store.bump(running.id) == store.get(running.id)
+    with pytest.raises(KeyError):
+        store.bump(999)
+
+
+def test_a_high_priority_job_waiting_its_backoff_does_not_hold_up_the_queue(store):
+    urgent, _ = store.enqueue("/in/u.mp3", size=1, mtime_ns=1, sha256="u", priority=1)
+    store.fail(store.claim().id, "disk full", retry_after=60)
+    normal, _ = add(store, "/in/n.mp3", "n")
+    assert store.claim().id == normal.id
+    assert store.get(urgent.id).priority == 1, "the retry keeps its priority"
+
+
+def _claim_all(db_path: str, queue) -> None:
+    store = Store(db_path)
+    claimed = []
+    while (job := store.claim()) is not None:
+        claimed.append((job.priority, job.id))
+    store.close()
+    queue.put(claimed)
+
+
+def test_concurrent_claimers_take_every_job_once_and_high_priorities_first(store):
+    for n in range(40):
+        store.enqueue(f"/in/{n}.mp3", size=1, mtime_ns=1, sha256=str(n), priority=n % 3 - 1)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    procs = [context.Process(target=_claim_all, args=(str(store.path), queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    claimed = [job_id for result in results for _, job_id in result]
+    assert sorted(claimed) == list(range(1, 41)), "every job claimed exactly once"
+    for result in results:  # each claimer saw the queue in its order
+        assert [priority for priority, _ in result] == sorted(
+            (priority for priority, _ in result), reverse=True
+        )
+
+
+def test_a_version_1_database_gets_priorities_and_keeps_its_jobs(tmp_path):
+    import sqlite_utils
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO jobs (path, path_key, size, mtime_ns, sha256, created_at) "
+        "VALUES ('/in/old.mp3', '/in/old.mp3', 1, 1, 'o', 0)"
+    )
+    db.close()
+    store = Store(path)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        assert store.get(1).priority == 0
+        urgent, _ = store.enqueue("/in/u.mp3", size=1, mtime_ns=1, sha256="u", priority=1)
+        assert [store.claim().id, store.claim().id] == [urgent.id, 1]
+        plan = " ".join(r[3] for r in store.rows(
+            "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'queued' AND not_before <= 0 "
+            "ORDER BY priority DESC, not_before, id LIMIT 1"))  # fmt: skip
+        assert "jobs_claim" in plan and "TEMP B-TREE" not in plan, plan
+    finally:
+        store.close()
+
+
+# --- what status shows of the queue ------------------------------------------------------
+
+
+def test_the_outlook_sums_the_waiting_audio_and_the_recent_speed(store):
+    store.enqueue("/in/a.mp3", size=1, mtime_ns=1, sha256="a", audio_seconds=60)
+    store.enqueue("/in/b.mp3", size=1, mtime_ns=1, sha256="b", audio_seconds=30)
+    store.enqueue("/in/c.mp3", size=1, mtime_ns=1, sha256="c")  # no declared length
+    assert store.outlook().speed is None, "no job has finished yet"
+    job = store.claim()
+    store.execute("UPDATE jobs SET started_at = started_at - 6 WHERE id = ?", [job.id])
+    store.finish(job.id, outputs=[], audio_seconds=60, processing_seconds=5, model="m",
+                 language="en")  # fmt: skip
+    outlook = store.outlook()
+    assert (outlook.waiting, outlook.waiting_audio_seconds, outlook.unknown_length) == (2, 30, 1)
+    # Wall clock from claim to finish (about 6 s), not the engine's 5 s alone.
+    assert outlook.speed == pytest.approx(10, rel=0.05) and outlook.speed_jobs == 1
+
+
+def test_a_running_job_estimates_its_rest_from_its_own_pace_once_it_has_one(store):
+    store.enqueue("/in/a.mp3", size=1, mtime_ns=1, sha256="a", audio_seconds=100)
+    job = store.claim()
+    now = job.started_at + 2
+    assert job.remaining_seconds(speed=20, now=now) == pytest.approx(3), "100 s at 20x, less 2"
+    assert job.remaining_seconds(speed=20, now=now + 10) == 0, "any moment now"
+    now = job.started_at + 10
+    store.set_progress(job.id, 40)
+    job = store.get(job.id)
+    assert job.remaining_seconds(speed=20, now=now) == pytest.approx(15), "40% in 10 s"

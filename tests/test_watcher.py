@@ -219,3 +219,32 @@ def test_a_changed_file_is_queued_again(start_watcher, inbox, store, audio_dir):
     wait_for(lambda: len(store.jobs()) == 1, 10, message="first version")
     shutil.copy(audio_dir / "jfk_then_45s_silence.flac", target)
     wait_for(lambda: len(store.jobs()) == 2, 10, message="second version")
+
+
+def test_a_file_is_queued_with_its_inbox_priority_and_its_declared_length(
+    tmp_path, store, audio_dir
+):
+    inbox, urgent = tmp_path / "inbox", tmp_path / "urgent"
+    inbox.mkdir()
+    urgent.mkdir()
+    settings = Settings(
+        inboxes=[inbox, {"path": urgent, "priority": "high"}],
+        database=tmp_path / "jobs.db",
+        quiet_seconds=QUIET,
+        scan_interval_seconds=3600,
+    )
+    watcher = Watcher(settings, store)
+    watcher.start()
+    try:
+        shutil.copy(audio_dir / "jfk.flac", inbox / "jfk.flac")
+        shutil.copy(audio_dir / "osr_us_000_0034_8k.wav", urgent / "osr.wav")
+        (urgent / "notes.mp3").write_text("not audio")
+        wait_for(lambda: len(store.jobs()) == 3, 10, message="the three files")
+    finally:
+        watcher.stop()
+    jobs = {os.path.basename(j.path): j for j in store.jobs()}
+    assert (jobs["jfk.flac"].priority, jobs["jfk.flac"].audio_seconds) == (0, 11.0)
+    assert jobs["osr.wav"].priority == 1
+    assert jobs["osr.wav"].audio_seconds == pytest.approx(35.55, abs=0.01)
+    assert jobs["notes.mp3"].audio_seconds is None, "its job fails later, saying why"
+    assert store.claim().path == str(urgent / "osr.wav")

@@ -16,7 +16,7 @@ import click
 
 from watcherd import __version__
 from watcherd.locations import ConfigError
-from watcherd.store import STATES
+from watcherd.store import PRIORITIES, STATES
 
 if TYPE_CHECKING:
     from watcherd.config import Settings
@@ -91,6 +91,7 @@ def _job_dict(job) -> dict:
         "state": job.state,
         "error": job.error,
         "progress": job.progress,
+        "priority": job.priority,
         "attempts": job.attempts,
         "audio_seconds": job.audio_seconds,
         "processing_seconds": job.processing_seconds,
@@ -114,49 +115,184 @@ def _open_store(settings: Settings, readonly: bool = False):
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @click.option("--limit", default=20, show_default=True, help="How many recent jobs to list.")
-def status(config: Path | None, as_json: bool, limit: int) -> None:
-    """Show the queue: counts per state, the running job, the latest jobs."""
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between refreshes with --watch.",
+)
+def status(config: Path | None, as_json: bool, limit: int, watch: bool, interval: float) -> None:
+    """Show the queue: counts per state, the running job and its ETA, what waits, the
+    latest jobs."""
     from watcherd import locations
-    from watcherd.instance import running_daemon
-    from watcherd.store import Store
 
     try:
         queue = locations.queue(config)  # the queue's settings only: see `locations`
     except ConfigError as exc:
         _bad_configuration(exc)
+    snapshot = _snapshot(config, queue, limit)
+    if not watch:
+        click.echo(_status_json(snapshot) if as_json else _status_text(snapshot))
+        return
+    try:
+        if as_json or not sys.stdout.isatty():  # a log of snapshots, for scripts
+            while True:
+                click.echo(_status_json(snapshot) if as_json else _status_text(snapshot) + "\n")
+                time.sleep(interval)
+                snapshot = _snapshot(config, queue, limit)
+        else:
+            _watch(lambda: _snapshot(config, queue, limit), snapshot, interval)
+    except KeyboardInterrupt:  # Ctrl-C is how a watch ends
+        return
+
+
+def _watch(read, snapshot: dict, interval: float) -> None:
+    """Redraw the status in place (rich's Live display) until Ctrl-C; the last screen
+    stays."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    def frame(snapshot: dict) -> Text:
+        clock = time.strftime("%H:%M:%S")
+        heading = f"watcherd status, every {interval:g} s, {clock} (Ctrl-C to stop)\n\n"
+        return Text(heading + _status_text(snapshot))
+
+    console = Console(highlight=False)
+    with Live(frame(snapshot), console=console, auto_refresh=False,
+              vertical_overflow="ellipsis") as live:  # fmt: skip
+        while True:
+            time.sleep(interval)
+            live.update(frame(read()), refresh=True)
+
+
+def _snapshot(config: Path | None, queue, limit: int) -> dict:
+    """Everything `status` shows, read at once: the daemon, the counts, the latest jobs,
+    the running job, what waits and how fast the queue goes."""
+    from watcherd.instance import running_daemon
+    from watcherd.store import MIGRATIONS, Store
+
     daemon = running_daemon(queue.lock)
     if daemon is None:  # perhaps the configuration is why: check all of it, as `run` will
         _settings(config)
-    counts, jobs, running = dict.fromkeys(STATES, 0), [], []
-    if queue.database.exists():
-        # Read-only: never migrates, never holds up the daemon's writes.
-        store = Store(queue.database, readonly=True, busy_timeout=queue.busy_timeout_seconds)
-        try:
-            # Version 0: a daemon starting this instant has created the file, not the table.
-            if store.schema_version > 0:
-                counts, jobs = store.counts(), store.jobs(limit=limit)
-                running = store.jobs(state="running")
-        except sqlite3.OperationalError as exc:  # locked past the busy timeout
-            click.echo(f"watcherd: {queue.database}: {exc}; try again", err=True)
-            sys.exit(EX_TEMPFAIL)
-        finally:
-            store.close()
-    if as_json:
-        payload = {
-            "daemon": _daemon_dict(daemon),
-            "database": str(queue.database),
-            "counts": counts,
-            "jobs": [_job_dict(j) for j in jobs],
+    snapshot = {
+        "daemon": daemon,
+        "database": queue.database,
+        "counts": dict.fromkeys(STATES, 0),
+        "jobs": [],
+        "running": [],
+        "outlook": None,
+        "next": None,
+        "now": time.time(),
+    }
+    if not queue.database.exists():
+        return snapshot
+    # Read-only: never migrates, never holds up the daemon's writes.
+    store = Store(queue.database, readonly=True, busy_timeout=queue.busy_timeout_seconds)
+    try:
+        version = store.schema_version
+        # Version 0: a daemon starting this instant has created the file, not the table.
+        if version > 0:
+            snapshot["counts"] = store.counts()
+            snapshot["jobs"] = store.jobs(limit=limit)
+            snapshot["running"] = store.jobs(state="running")
+            snapshot["outlook"] = store.outlook()
+        if version == len(MIGRATIONS):  # an older daemon's database has no priorities yet
+            snapshot["next"] = store.next_job()
+    except sqlite3.OperationalError as exc:  # locked past the busy timeout
+        click.echo(f"watcherd: {queue.database}: {exc}; try again", err=True)
+        sys.exit(EX_TEMPFAIL)
+    finally:
+        store.close()
+    return snapshot
+
+
+def _queue_eta(snapshot: dict) -> float | None:
+    """Seconds until the queue is empty: the running jobs' rest, then the waiting audio at
+    the recent speed. None without a speed, or while a waiting file's length is unknown."""
+    outlook = snapshot["outlook"]
+    if outlook is None or outlook.speed is None or outlook.unknown_length:
+        return None
+    rest = [job.remaining_seconds(outlook.speed, snapshot["now"]) for job in snapshot["running"]]
+    if None in rest:
+        return None
+    return sum(rest) + outlook.waiting_audio_seconds / outlook.speed
+
+
+def _status_json(snapshot: dict) -> str:
+    outlook, now = snapshot["outlook"], snapshot["now"]
+    speed = outlook.speed if outlook else None
+
+    def running(job) -> dict:
+        rest = job.remaining_seconds(speed, now)
+        return _job_dict(job) | {"eta_seconds": None if rest is None else round(rest, 1)}
+
+    queue = None
+    if outlook is not None:
+        eta = _queue_eta(snapshot)
+        queue = {
+            "waiting": outlook.waiting,
+            "waiting_audio_seconds": round(outlook.waiting_audio_seconds, 1),
+            "unknown_length": outlook.unknown_length,
+            "speed": None if speed is None else round(speed, 2),
+            "speed_jobs": outlook.speed_jobs,
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "next": snapshot["next"].id if snapshot["next"] else None,
         }
-        click.echo(json.dumps(payload, ensure_ascii=False))
-        return
-    click.echo(_daemon_line(daemon))
-    click.echo("queue: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "empty"))
-    for job in running:
-        click.echo(f"running: #{job.id} {job.path} {job.progress:.0f}%")
-    if jobs:
-        click.echo("")
-        click.echo(_table(jobs))
+    payload = {
+        "daemon": _daemon_dict(snapshot["daemon"]),
+        "database": str(snapshot["database"]),
+        "counts": snapshot["counts"],
+        "running": [running(job) for job in snapshot["running"]],
+        "queue": queue,
+        "jobs": [_job_dict(j) for j in snapshot["jobs"]],
+    }
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def _status_text(snapshot: dict) -> str:
+    counts, outlook, now = snapshot["counts"], snapshot["outlook"], snapshot["now"]
+    speed = outlook.speed if outlook else None
+    lines = [_daemon_line(snapshot["daemon"])]
+    lines.append("queue: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for job in snapshot["running"]:
+        line = f"running: #{job.id} {job.path} {job.progress:.0f}%"
+        if job.audio_seconds:
+            done = job.audio_seconds * job.progress / 100
+            line += f", {_duration(done)} of {_duration(job.audio_seconds)} audio"
+        rest = job.remaining_seconds(speed, now)
+        lines.append(line + (f", ETA {_duration(rest)}" if rest is not None else ""))
+    if outlook is not None and outlook.waiting:
+        line = f"waiting: {_plural(outlook.waiting, 'file')}"
+        if outlook.waiting > outlook.unknown_length:
+            line += f", {_duration(outlook.waiting_audio_seconds)} of audio"
+        if outlook.unknown_length:
+            line += f" ({outlook.unknown_length} of unknown length)"
+        eta = _queue_eta(snapshot)
+        if eta is not None:
+            recent = "job" if outlook.speed_jobs == 1 else f"{outlook.speed_jobs} jobs"
+            line += (
+                f"; all done in about {_duration(eta)} at {speed:.1f}x realtime (the last {recent})"
+            )
+        elif speed is None:
+            line += "; ETA once a job has finished"
+        lines.append(line)
+    upcoming = snapshot["next"]
+    if upcoming is not None:
+        lines.append(f"next: #{upcoming.id} {upcoming.path}{_priority_note(upcoming.priority)}")
+    if snapshot["jobs"]:
+        lines += ["", _table(snapshot["jobs"])]
+    return "\n".join(lines)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _priority_note(priority: int) -> str:
+    return f" (priority {priority:+d})" if priority else ""
 
 
 def _daemon_dict(info: dict | None) -> dict:
@@ -177,8 +313,11 @@ def _daemon_line(info: dict | None) -> str:
     uptime = _duration(d.get("uptime_seconds") or 0)
     if d.get("phase") == "starting":  # the models load (or convert, on a first start)
         return f"daemon: starting (pid {d.get('pid')}, up {uptime}, loading model {d.get('model')})"
+    model = d.get("model")
+    if d.get("model_loaded") is False:
+        model = f"{model} unloaded while idle"
     return (
-        f"daemon: running (pid {d.get('pid')}, up {uptime}, model {d.get('model')}, "
+        f"daemon: running (pid {d.get('pid')}, up {uptime}, model {model}, "
         f"compute {d.get('compute')}, BLAS {d.get('blas')})"
     )
 
@@ -200,7 +339,11 @@ def _table(jobs) -> str:
     rows = []
     for job in jobs:
         speed = f"{job.speed:.1f}x" if job.speed else "-"
-        state = f"{job.state} {job.progress:.0f}%" if job.state == "running" else job.state
+        state = job.state
+        if job.state == "running":
+            state += f" {job.progress:.0f}%"
+        elif job.state == "queued":
+            state += _priority_note(job.priority)
         detail = job.path + (f"\n{'':>6}  ↳ {job.error}" if job.error else "")
         rows.append((str(job.id), state, _duration(job.audio_seconds), speed, detail))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -212,13 +355,24 @@ def _table(jobs) -> str:
     return "\n".join(lines)
 
 
+priority_option = click.option(
+    "--priority",
+    type=click.Choice(list(PRIORITIES)),
+    default=None,
+    help="Queue ahead of (high) or behind (low) other files. Default: the file's inbox's "
+    "priority, else normal.",
+)
+
+
 @cli.command()
 @config_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Queue again even if this content was transcribed.")
-def add(config: Path | None, paths: tuple[Path, ...], force: bool) -> None:
+@priority_option
+def add(config: Path | None, paths: tuple[Path, ...], force: bool, priority: str | None) -> None:
     """Queue files by hand (the daemon picks them up)."""
     from watcherd.store import content_hash
+    from watcherd.watcher import audio_length
 
     settings = _settings(config)
     store = _open_store(settings)
@@ -237,14 +391,26 @@ def add(config: Path | None, paths: tuple[Path, ...], force: bool) -> None:
                 click.echo(f"{path}: cannot read: {exc.strerror}", err=True)
                 failures += 1
                 continue
+            level = PRIORITIES[priority or settings.priority_of(path)]
             job, created = store.enqueue(
-                path, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest
+                path,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=digest,
+                priority=level,
+                audio_seconds=audio_length(path),
             )
+            note = _priority_note(level)
             if created:
-                click.echo(f"queued #{job.id} {path}")
-            elif force or job.state in ("failed", "cancelled"):
+                click.echo(f"queued #{job.id} {path}{note}")
+                continue
+            if priority is not None and job.priority != level:
+                job = store.set_priority(job.id, level)
+            if force or job.state in ("failed", "cancelled"):
                 job = store.retry(job.id)
-                click.echo(f"queued again #{job.id} {path}")
+                click.echo(f"queued again #{job.id} {path}{note}")
+            elif job.state == "queued" and priority is not None:
+                click.echo(f"already queued #{job.id} {path}, now{note or ' at normal priority'}")
             else:
                 click.echo(f"already {job.state} #{job.id} {path} (use --force to redo)")
     finally:
@@ -277,6 +443,29 @@ def retry(config: Path | None, job_id: int) -> None:
 @cli.command()
 @config_option
 @click.argument("job_id", type=int)
+def bump(config: Path | None, job_id: int) -> None:
+    """Move a queued job to the front of the queue (ahead of every other queued job)."""
+    settings = _settings(config)
+    store = _open_store(settings)
+    try:
+        job = store.bump(job_id)
+    except KeyError:
+        click.echo(f"watcherd: no job #{job_id}", err=True)
+        sys.exit(EX_FAILURE)
+    finally:
+        store.close()
+    if job.state != "queued":
+        hint = (
+            " (retry it to queue it again)" if job.state in ("failed", "cancelled", "done") else ""
+        )
+        click.echo(f"watcherd: #{job.id} is {job.state}, not queued{hint}", err=True)
+        sys.exit(EX_FAILURE)
+    click.echo(f"#{job.id} queued first{_priority_note(job.priority)} {job.path}")
+
+
+@cli.command()
+@config_option
+@click.argument("job_id", type=int)
 def cancel(config: Path | None, job_id: int) -> None:
     """Cancel a queued or running job."""
     _change_job(config, job_id, "cancel")
@@ -295,9 +484,11 @@ def cancel(config: Path | None, job_id: int) -> None:
 def transcribe(
     config: Path | None, paths: tuple[Path, ...], output_dir: Path | None, as_json: bool
 ) -> None:
-    """Transcribe files now, without the daemon, loading the model once."""
-    from watcherd import log, outputs
+    """Transcribe files now, without the daemon, loading the model once. On a terminal
+    each file shows a progress bar (audio done, speed, ETA)."""
+    from watcherd import log, outputs, progress
     from watcherd.engine import AudioError, ModelError
+    from watcherd.engine.audio.decode import probe_seconds
     from watcherd.profiles import decode_options, engine_for, layout
 
     settings = _settings(config)
@@ -305,46 +496,53 @@ def transcribe(
     if output_dir:
         output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in paths:
-        profile = settings.profile(path)  # a file inside an inbox gets that inbox's settings
-        try:
-            transcript = engine_for(settings, profile.model).transcribe(
-                path, decode_options(profile)
-            )
-            planned = outputs.plan(
-                path.absolute(),
-                profile.formats,
-                output_dir=output_dir,
-                media_extensions=settings.media_extensions,
-            )
-            written = outputs.write(transcript, planned, layout(profile))
-        except ModelError as exc:
-            click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
-            sys.exit(EX_CONFIG)
-        except (AudioError, OSError) as exc:
-            click.echo(f"watcherd: {exc}", err=True)
-            failures += 1
-            continue
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "path": str(path),
-                        "text": transcript.text,
-                        "language": transcript.language,
-                        "audio_seconds": transcript.audio_seconds,
-                        "processing_seconds": transcript.processing_seconds,
-                        "outputs": written,
-                    },
-                    ensure_ascii=False,
+    with progress.FileBars(progress.wanted(as_json)) as bars:
+        for path in paths:
+            profile = settings.profile(path)  # a file inside an inbox gets that inbox's settings
+            try:
+                engine = engine_for(settings, profile.model)
+                engine.load()  # a model that cannot load is reported before any file
+                report, finished = bars.track(path, probe_seconds(path))
+                try:
+                    transcript = engine.transcribe(path, decode_options(profile), report)
+                finally:
+                    finished()
+                planned = outputs.plan(
+                    path.absolute(),
+                    profile.formats,
+                    output_dir=output_dir,
+                    media_extensions=settings.media_extensions,
                 )
-            )
-        else:
-            click.echo(
-                f"{path}: {transcript.audio_seconds:.1f}s of audio in "
-                f"{transcript.processing_seconds:.1f}s -> {', '.join(written)}"
-            )
+                written = outputs.write(transcript, planned, layout(profile))
+            except ModelError as exc:
+                bars.echo(f"watcherd: bad configuration: model: {exc}", err=True)
+                sys.exit(EX_CONFIG)
+            except (AudioError, OSError) as exc:
+                bars.echo(f"watcherd: {exc}", err=True)
+                failures += 1
+                continue
+            bars.echo(_transcribed(path, transcript, written, as_json))
     sys.exit(EX_FAILURE if failures else 0)
+
+
+def _transcribed(path: Path, transcript, written: list[str], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "path": str(path),
+                "text": transcript.text,
+                "language": transcript.language,
+                "audio_seconds": transcript.audio_seconds,
+                "processing_seconds": transcript.processing_seconds,
+                "outputs": written,
+            },
+            ensure_ascii=False,
+        )
+    return (
+        f"{path}: {transcript.audio_seconds:.1f}s of audio in "
+        f"{transcript.processing_seconds:.1f}s ({transcript.realtime_factor:.1f}x realtime) "
+        f"-> {', '.join(written)}"
+    )
 
 
 @cli.command()
@@ -362,6 +560,32 @@ def prepare(config: Path | None) -> None:
             click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
             sys.exit(EX_CONFIG)
         click.echo(f"model {model}: {loaded.path} ({loaded.dtype})")
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--manager", type=click.Choice(["launchd", "systemd"]), default=None,
+    help="Service manager to check (default: launchd on macOS, systemd elsewhere).",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="The findings as JSON, for scripts.")
+def doctor(config: Path | None, manager: str | None, as_json: bool) -> None:
+    """Check the configuration, the inboxes, disk space, the model, the BLAS and GPU, the
+    service and the log, and say what to do about each problem. Exit 1 when something
+    needs attention."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a check, never a download
+    from watcherd import doctor as checks
+
+    findings = checks.run(config, manager)
+    if as_json:
+        payload = {
+            "ok": not any(f.needs_attention for f in findings),
+            "findings": [f.as_dict() for f in findings],
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False))
+    else:
+        click.echo(checks.render(findings))
+    sys.exit(EX_FAILURE if any(f.needs_attention for f in findings) else 0)
 
 
 @cli.group()
@@ -432,7 +656,7 @@ for _action, _help in [
     service.command(_action, help=_help)(config_option(manager_option(_command)))
 
 
-NEEDS_MLX = {"run", "transcribe", "prepare"}
+NEEDS_MLX = {"run", "transcribe", "prepare", "doctor"}
 
 
 def main() -> None:

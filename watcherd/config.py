@@ -37,6 +37,7 @@ MEDIA_EXTENSIONS = [
 FORMATS = ("txt", "srt", "vtt", "json")
 Format = Literal["txt", "srt", "vtt", "json"]
 Task = Literal["transcribe", "translate"]
+Priority = Literal["low", "normal", "high"]  # store.PRIORITIES gives their order
 
 
 class Inbox(BaseModel):
@@ -57,6 +58,8 @@ class Inbox(BaseModel):
     subtitle_max_lines: int | None = Field(None, ge=1)
     subtitle_max_cue_seconds: float | None = Field(None, gt=0)
     subtitle_highlight_words: bool | None = None
+    # Where its files stand in the queue; not a transcription setting, so not in Profile.
+    priority: Priority = "normal"
 
     @model_validator(mode="before")
     @classmethod
@@ -100,6 +103,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
     retry_backoff_seconds: float = Field(30.0, ge=0)
     busy_timeout_seconds: float = Field(BUSY_TIMEOUT_SECONDS, gt=0)
+    # Free the models after this long with nothing queued; 0 keeps them loaded.
+    idle_unload_seconds: float = Field(600.0, ge=0)
 
     # Engine
     model: str = "tiny.en"
@@ -162,6 +167,11 @@ class Settings(BaseSettings):
             or folder.startswith(root.rstrip(os.sep) + os.sep)
         ]
         return max(inside, key=lambda inbox: len(str(inbox.path)), default=None)
+
+    def priority_of(self, path: Path | str) -> Priority:
+        """The queue priority of a file: its inbox's, else normal."""
+        inbox = self.inbox_of(path)
+        return inbox.priority if inbox is not None else "normal"
 
     def profile(self, path: Path | str | None = None) -> Profile:
         """How the file at `path` is transcribed: its inbox's overrides, else the globals."""

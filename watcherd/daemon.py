@@ -15,6 +15,7 @@ from pathlib import Path
 
 from watcherd import blas, log, outputs
 from watcherd.config import Settings
+from watcherd.idle import IdleUnloader
 from watcherd.instance import InstanceLock
 from watcherd.profiles import engine_for
 from watcherd.store import Store
@@ -89,11 +90,18 @@ class Daemon:
                     compute=loaded.compute.name,
                     blas=info["blas"],
                 )
-            worker = Worker(settings, store, engine)
+            info |= {"phase": "ready", "compute": loaded.compute.name, "model_loaded": True}
+            del loaded  # the model cache alone holds the models, so idleness can free them
+            idle = IdleUnloader(
+                settings.idle_unload_seconds,
+                store,
+                on_change=lambda present: lock.update(info | {"model_loaded": present}),
+            )
+            worker = Worker(settings, store, engine, idle)
             watcher = Watcher(settings, store, on_queued=worker.wake)
             watcher.start()
             worker.start()
-            lock.update(info | {"phase": "ready", "compute": loaded.compute.name})
+            lock.update(info)
             self.log.info("daemon_started", pid=os.getpid(), database=str(settings.database))
             while not self._stop.wait(0.5):
                 if not worker.alive:

@@ -9,6 +9,8 @@ restart watcherd after a crash but not after a clean stop (exit 0).
 from __future__ import annotations
 
 import os
+import plistlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -144,6 +146,25 @@ class Launchd:
         done = _run(["launchctl", "print", self.target], check=False)
         return done.stdout if done.returncode == 0 else f"{self.label}: not loaded"
 
+    def installed_program(self) -> list[str] | None:
+        """The command line of the installed agent; None when none is installed."""
+        try:
+            plist = plistlib.loads(self.file.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (plistlib.InvalidFileException, ValueError, OSError) as exc:
+            raise ServiceError(f"{self.file}: not a readable plist: {exc}") from None
+        return [str(arg) for arg in plist.get("ProgramArguments", [])]
+
+    def running_pid(self) -> int | None:
+        """The agent's pid while launchd runs it, else None."""
+        done = _run(["launchctl", "print", self.target], check=False)
+        if done.returncode != 0 or "state = running" not in done.stdout:
+            return None
+        pids = [line.split("=", 1)[1] for line in done.stdout.splitlines()
+                if line.strip().startswith("pid =")]  # fmt: skip
+        return int(pids[0]) if pids and pids[0].strip().isdigit() else 0
+
 
 class Systemd:
     name = "systemd"
@@ -181,6 +202,27 @@ class Systemd:
 
     def status(self) -> str:
         return self._ctl("status", "--no-pager", UNIT, check=False).stdout
+
+    def installed_program(self) -> list[str] | None:
+        """The command line of the installed unit; None when none is installed."""
+        try:
+            text = self.file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ServiceError(f"{self.file}: cannot read: {exc.strerror}") from None
+        for line in text.splitlines():
+            if line.startswith("ExecStart="):
+                return shlex.split(line.split("=", 1)[1])
+        return []
+
+    def running_pid(self) -> int | None:
+        """The unit's main pid while it is active, else None."""
+        done = self._ctl("show", "--property=ActiveState,MainPID", UNIT, check=False)
+        values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        if values.get("ActiveState") != "active":
+            return None
+        return int(values.get("MainPID", "0") or 0)
 
 
 def manager(name: str | None = None) -> Launchd | Systemd:

@@ -10,6 +10,10 @@ changed file at the same path gets a new row. Jobs move through the states
       ▲                  ├──▶ queued (error, attempts left, after a backoff)
       │                  └──▶ failed (error, no attempts left)
       └── recover() at start, for rows a crash left running      any ──cancel──▶ cancelled
+
+The worker takes the due queued job of highest priority, the oldest first among equals
+(`CLAIM_ORDER`). Priorities are integers: `PRIORITIES` names the usual three, and `bump`
+puts a job one above every other queued job.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
+PRIORITIES = {"low": -1, "normal": 0, "high": 1}
+# Which due job runs next: the highest priority, then the oldest (a retry waits its turn
+# by `not_before`). `claim` and `next_job` share it, so `status` shows what claim takes.
+CLAIM_ORDER = "priority DESC, not_before, id"
+RECENT_JOBS = 20  # the queue's ETA uses the speed of this many latest finished jobs
 
 
 def path_key(path: Path | str) -> str:
@@ -75,6 +84,7 @@ class Job:
     model: str | None = None
     language: str | None = None
     inbox: str | None = None
+    priority: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -89,6 +99,29 @@ class Job:
         if self.audio_seconds and self.processing_seconds:
             return self.audio_seconds / self.processing_seconds
         return None
+
+    def remaining_seconds(self, speed: float | None, now: float) -> float | None:
+        """How long this running job still needs: from its own pace once it has shown
+        one (5% done), before that its length at the queue's recent speed, less the time
+        it has run."""
+        done = self.progress / 100
+        elapsed = now - self.started_at if self.started_at else 0.0
+        if done >= 0.05 and elapsed > 0:
+            return elapsed * (1 - done) / done
+        if self.audio_seconds and speed:
+            return max(self.audio_seconds / speed - elapsed, 0.0)
+        return None
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What waits in the queue, and how fast the queue has been going."""
+
+    waiting: int  # queued jobs
+    waiting_audio_seconds: float  # the audio of those whose length is known
+    unknown_length: int  # queued jobs whose length is not known (yet)
+    speed: float | None  # × realtime, wall clock, over the latest finished jobs
+    speed_jobs: int  # how many jobs that speed is from
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -125,8 +158,15 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX jobs_stat ON jobs (path_key, size, mtime_ns)")
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Priorities, and the claim's index in the claim's order."""
+    db["jobs"].add_column("priority", int, not_null_default=0)
+    db.execute("DROP INDEX jobs_claim")
+    db.execute("CREATE INDEX jobs_claim ON jobs (state, priority DESC, not_before, id)")
+
+
 # Append only: each step runs once, in order, and bumps PRAGMA user_version.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 
 
 class Store:
@@ -215,20 +255,31 @@ class Store:
         return row is not None
 
     def enqueue(
-        self, path: Path | str, *, size: int, mtime_ns: int, sha256: str, inbox: str | None = None
+        self,
+        path: Path | str,
+        *,
+        size: int,
+        mtime_ns: int,
+        sha256: str,
+        inbox: str | None = None,
+        priority: int = 0,
+        audio_seconds: float | None = None,
     ) -> tuple[Job, bool]:
-        """Queue a file once per content; returns (job, created)."""
+        """Queue a file once per content; returns (job, created). `audio_seconds` is the
+        length its container declares, for the queue's ETA, until transcription measures it."""
         key = path_key(path)
         with self.transaction():
             rows = self.rows(
                 """
-                INSERT INTO jobs (path, path_key, inbox, size, mtime_ns, sha256, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO jobs (path, path_key, inbox, size, mtime_ns, sha256, created_at,
+                                  priority, audio_seconds)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (path_key, sha256) DO NOTHING
                 RETURNING *
                 """,
-                [str(path), key, inbox, size, mtime_ns, sha256, time.time()],
-            )
+                [str(path), key, inbox, size, mtime_ns, sha256, time.time(), priority,
+                 audio_seconds],
+            )  # fmt: skip
             if rows:
                 # New content at this path: older versions still waiting are superseded.
                 self.conn.execute(
@@ -251,17 +302,17 @@ class Store:
     # --- the worker's side ---------------------------------------------------------
 
     def claim(self, pid: int | None = None) -> Job | None:
-        """Atomically take the oldest due queued job and mark it running."""
+        """Atomically take the next due queued job (`CLAIM_ORDER`) and mark it running."""
         now = time.time()
         with self._lock:
             rows = self.rows(
-                """
+                f"""
                 UPDATE jobs
                 SET state = 'running', attempts = attempts + 1, started_at = ?,
                     progress = 0, worker_pid = ?
                 WHERE id = (
                     SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?
-                    ORDER BY not_before, id LIMIT 1
+                    ORDER BY {CLAIM_ORDER} LIMIT 1
                 )
                 RETURNING *
                 """,
@@ -381,6 +432,29 @@ class Store:
             )
             return self.get(job_id)
 
+    def set_priority(self, job_id: int, priority: int) -> Job:
+        """Change a job's priority; it counts while the job is (or is again) queued."""
+        with self._lock:
+            self.conn.execute("UPDATE jobs SET priority = ? WHERE id = ?", [priority, job_id])
+            return self.get(job_id)
+
+    def bump(self, job_id: int) -> Job:
+        """Put a queued job ahead of every other queued job, in one statement: its priority
+        becomes one above the highest of the others (at least `high`, and never lower than
+        it was). A job that is not queued is left as it is (KeyError when there is none)."""
+        with self._lock:
+            self.conn.execute(
+                """
+                UPDATE jobs SET priority = MAX(?1, priority, 1 + (
+                    SELECT COALESCE(MAX(priority), 0) FROM jobs
+                    WHERE state = 'queued' AND id != ?2
+                ))
+                WHERE id = ?2 AND state = 'queued'
+                """,
+                [PRIORITIES["high"], job_id],
+            )
+            return self.get(job_id)
+
     def cancel(self, job_id: int) -> Job:
         with self._lock:
             self.conn.execute(
@@ -415,6 +489,39 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             return [Job.from_row(r) for r in self.rows(sql, params)]
+
+    def next_job(self) -> Job | None:
+        """The job `claim` would take now."""
+        rows = self.rows(
+            f"SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? "
+            f"ORDER BY {CLAIM_ORDER} LIMIT 1",
+            [time.time()],
+        )
+        return Job.from_row(rows[0]) if rows else None
+
+    def outlook(self, recent: int = RECENT_JOBS) -> Outlook:
+        """The queued audio and the recent speed, for `status`'s ETA. The speed is wall
+        clock, claim to finish (loading, writing and each file's fixed costs included):
+        what the queue really takes."""
+        waiting, audio, unknown = self.rows(
+            """
+            SELECT COUNT(*), COALESCE(SUM(audio_seconds), 0),
+                   COUNT(*) - COUNT(audio_seconds)
+            FROM jobs WHERE state = 'queued'
+            """
+        )[0]
+        jobs, done_audio, took = self.rows(
+            """
+            SELECT COUNT(*), SUM(audio_seconds), SUM(finished_at - started_at) FROM (
+                SELECT audio_seconds, started_at, finished_at FROM jobs
+                WHERE state = 'done' AND audio_seconds > 0 AND finished_at > started_at
+                ORDER BY finished_at DESC LIMIT ?
+            )
+            """,
+            [recent],
+        )[0]
+        speed = done_audio / took if jobs and took else None
+        return Outlook(waiting, audio, unknown, speed, jobs)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -23,7 +23,7 @@ from watchdog.observers import Observer
 
 from watcherd import faults, log
 from watcherd.config import Settings
-from watcherd.store import Store, content_hash
+from watcherd.store import PRIORITIES, Store, content_hash
 
 TEMP_SUFFIXES = (".part", ".crdownload", ".download", ".tmp", ".partial", ".opdownload")
 TICK_SECONDS = 0.25
@@ -64,6 +64,17 @@ def _is_utf8(path: Path) -> bool:
 def printable(path: Path) -> str:
     """A path for messages: undecodable bytes of its name shown as \\xNN escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def audio_length(path: Path) -> float | None:
+    """The length the file's container declares, for the queue's ETA; None when it
+    declares none or cannot be opened (transcribing it will say why)."""
+    from watcherd.engine.audio.decode import AudioError, probe_seconds
+
+    try:
+        return probe_seconds(path)
+    except (AudioError, OSError):
+        return None
 
 
 def is_dataless(st: os.stat_result) -> bool:
@@ -163,6 +174,7 @@ class Watcher:
         self._identities: dict[Path, tuple[int, int] | None] = {}
         self._scan_requested = threading.Event()
         self._unqueueable: set[Path] = set()  # reported already
+        self._unlistable: set[Path] = set()  # inboxes that cannot be listed, reported
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -219,8 +231,13 @@ class Watcher:
         recursive = self.settings.recursive
         try:
             entries = list(os.scandir(folder))
-        except OSError:
+        except OSError as exc:
+            if folder == inbox:
+                self._unlisted(inbox, exc)
             return
+        if folder == inbox and inbox in self._unlistable:
+            self._unlistable.discard(inbox)
+            self.log.info("inbox_readable", inbox=str(inbox))
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -231,6 +248,15 @@ class Watcher:
                     yield from self._walk(Path(entry.path), inbox)
             except OSError:
                 continue
+
+    def _unlisted(self, inbox: Path, exc: OSError) -> None:
+        """An inbox this process may not list: said once (until it can again), because
+        nothing in it will ever be queued. On macOS this is the privacy protection of
+        ~/Documents and the like (`watcherd doctor` explains it)."""
+        if inbox not in self._unlistable and inbox.exists():
+            self._unlistable.add(inbox)
+            self.log.error("inbox_unreadable", inbox=str(inbox), error=exc.strerror,
+                           errno=exc.errno)  # fmt: skip
 
     def _settled(self, path: Path, inbox: Path, st: os.stat_result) -> None:
         if self.store.is_known(path, st.st_size, st.st_mtime_ns):
@@ -248,9 +274,16 @@ class Watcher:
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             self.settler.nominate(path, inbox)  # changed while hashing: not complete yet
             return
+        seconds = audio_length(path)
         faults.checkpoint("watch.enqueue")
         job, created = self.store.enqueue(
-            path, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest, inbox=str(inbox)
+            path,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            sha256=digest,
+            inbox=str(inbox),
+            priority=PRIORITIES[self.settings.priority_of(path)],
+            audio_seconds=seconds,
         )
         if created:
             self.log.info("queued", job_id=job.id, path=str(path), size=st.st_size)

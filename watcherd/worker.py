@@ -17,6 +17,7 @@ from typing import TypeVar
 from watcherd import faults, log, outputs
 from watcherd.config import Profile, Settings
 from watcherd.engine import AudioError, Cancelled, Engine, ModelError, Request
+from watcherd.idle import IdleUnloader
 from watcherd.profiles import decode_options, engine_for, layout
 from watcherd.store import Job, Store, path_key
 from watcherd.transcript import Transcript
@@ -34,10 +35,13 @@ class JobStopped(Exception):
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, engine: Engine):
+    def __init__(
+        self, settings: Settings, store: Store, engine: Engine, idle: IdleUnloader | None = None
+    ):
         self.settings = settings
         self.store = store
         self.engines = {engine.model_name: engine}  # one per model an inbox asks for
+        self.idle = idle or IdleUnloader(settings.idle_unload_seconds, store)
         self.log = log.get()
         self.active: dict[int, Job] = {}  # claimed and in the engine's stream
         self._next: Job | None = None  # claimed, for the next stream (other settings)
@@ -75,6 +79,7 @@ class Worker:
             try:
                 job, self._next = self._next or self.store.claim(), None
                 if job is None:
+                    self.idle.idle()
                     self._wake.wait(IDLE_POLL_SECONDS)
                     self._wake.clear()
                     continue
@@ -92,6 +97,7 @@ class Worker:
         its batches. Each job still ends on its own: finished, failed or cancelled."""
         profile = self.settings.profile(first.path)
         engine, options = self._engine(profile.model), decode_options(profile)
+        self.idle.busy(engine)  # loads the model again if idleness unloaded it
         try:
             engine.validate(options)
         except ModelError as exc:
@@ -124,6 +130,7 @@ class Worker:
                 self._fail(job, reason, transient=True)
         finally:
             self.active.clear()
+            self.idle.done()
 
     def _stream_key(self, job: Job) -> tuple:
         profile = self.settings.profile(job.path)

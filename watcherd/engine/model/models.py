@@ -276,3 +276,14 @@ def get(name: str, cache_dir: Path, dtype: mx.Dtype | None = None) -> LoadedMode
         while len(_cache) > _CACHE_SIZE:
             _cache.pop(next(iter(_cache)))
         return loaded
+
+
+def unload_all() -> int:
+    """Forget every cached model, and with it its compute path (ONNX Runtime sessions,
+    packed weights) and decoders, then hand MLX's buffer cache back. The next `get` loads
+    again. Returns how many models were cached."""
+    with _cache_lock:
+        count = len(_cache)
+        _cache.clear()
+    mx.clear_cache()
+    return count
