@@ -96,41 +96,39 @@ class Worker:
         by one as the stream is ready for the next file, so a queue of short files shares
         its batches. Each job still ends on its own: finished, failed or cancelled."""
         profile = self.settings.profile(first.path)
-        engine, options = self._engine(profile.model), decode_options(profile)
-        self.idle.busy(engine)  # loads the model again if idleness unloaded it
+        options = decode_options(profile)
         try:
+            engine = self._engine(profile.model)
+            self.idle.busy(engine)  # loads the model again if idleness unloaded it
             engine.validate(options)
-        except ModelError as exc:
-            self._start(first)
-            self._fail(first, f"{first.path}: model error: {exc}", transient=False)
-            return
-
-        def requests() -> Iterator[Request]:
-            job = first
-            while job is not None:
-                if self._start(job):
-                    yield Request(job.path, options, self._progress_reporter(job), tag=job)
-                if self._stop.is_set():
-                    return
-                job = self.store.claim()
-                if job is not None and self._stream_key(job) != (profile.model, options):
-                    self._next, job = job, None
-
-        try:
-            for request, outcome in engine.stream(requests()):
+            for request, outcome in engine.stream(self._requests(first, profile.model, options)):
                 self._finish(request.tag, outcome)
+        except ModelError as exc:  # the model cannot load, or cannot do what is asked
+            for job in list(self.active.values()) or [first]:
+                self._fail(job, f"{job.path}: model error: {exc}", transient=False)
         except JobStopped:  # shutting down: every job in the stream goes back to the queue
             for job in self.active.values():
                 self._db(self.store.requeue, job.id)
                 self.log.info("job_requeued", job_id=job.id, path=job.path, reason="shutdown")
         except Exception as exc:  # a bug or an engine failure: record it, keep the daemon
             self.log.exception("stream_crashed", jobs=sorted(self.active))
-            for job in self.active.values():
-                reason = f"{job.path}: unexpected error: {exc!r}"
-                self._fail(job, reason, transient=True)
+            for job in list(self.active.values()):
+                self._fail(job, f"{job.path}: unexpected error: {exc!r}", transient=True)
         finally:
             self.active.clear()
             self.idle.done()
+
+    def _requests(self, first: Job, model: str, options) -> Iterator[Request]:
+        """`first`, then each next queued job while it shares the model and the options."""
+        job = first
+        while job is not None:
+            if self._start(job):
+                yield Request(job.path, options, self._progress_reporter(job), tag=job)
+            if self._stop.is_set():
+                return
+            job = self.store.claim()
+            if job is not None and self._stream_key(job) != (model, options):
+                self._next, job = job, None
 
     def _stream_key(self, job: Job) -> tuple:
         profile = self.settings.profile(job.path)
