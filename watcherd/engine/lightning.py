@@ -29,6 +29,7 @@ import numpy as np
 import psutil
 
 from watcherd.engine.audio import chunks, decode, mel
+from watcherd.engine.audio.ahead import ahead
 from watcherd.engine.audio.chunks import Chunk
 from watcherd.engine.compute import Encoding
 from watcherd.engine.decoding import alignment, language, prompt, segments
@@ -40,6 +41,7 @@ from watcherd.transcript import Segment
 
 BLOCK_SECONDS = 60  # audio decoded per read
 MEMORY_SHARE = 0.25  # of the memory available, for the batch's attention caches
+AHEAD_CHUNKS = 64  # chunks cut ahead of the decoder, where there are cores to spare
 
 Progress = Callable[[float], None]
 
@@ -184,7 +186,13 @@ class _Stream:
                 file.samples += block.size
                 yield block
 
-        cut = chunks.speech_chunks(blocks()) if self.vad else chunks.tiles(blocks())
+        workers = self.loaded.compute.spare_cores
+        if self.vad:
+            cut = chunks.speech_chunks(blocks(), workers=max(0, workers - 1))
+        else:
+            cut = chunks.tiles(blocks())
+        if workers:  # cut ahead in a thread, the VAD's segments in the others
+            cut = ahead(cut, AHEAD_CHUNKS)
         while True:  # the encoder leaves a core to the caller while it cuts
             with encoding.busy():
                 chunk = next(cut, None)

@@ -70,6 +70,9 @@ class Compute:
     # The most rows decoded at once. A CPU's decoder step reads every live row's keys and
     # values from memory, so its cost grows with the batch; an accelerator's hardly does.
     max_batch: int = 8
+    # Cores the model's work leaves free, for the audio's decoding and VAD to run ahead
+    # in threads: none on a CPU, whose cores the encoder and decoder share.
+    spare_cores: int = 0
 
     def __init__(self, model: Whisper):
         self.model = model

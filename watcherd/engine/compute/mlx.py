@@ -11,6 +11,8 @@ The decoder's forward pass reuses mlx-whisper's weights but is shaped for batche
 
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -56,6 +58,7 @@ class MLXCompute(Compute):
         self.on_gpu = mx.default_device() != mx.cpu
         if self.on_gpu:
             self.max_batch = GPU_MAX_BATCH
+            self.spare_cores = max(1, (os.cpu_count() or 2) - 1)  # one drives the GPU
         heads = np.array(model.alignment_heads).reshape(-1, 2)
         self.alignment_heads = [(int(layer), int(head)) for layer, head in heads]
 
