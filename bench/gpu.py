@@ -116,7 +116,10 @@ ENGINES = {
 
 
 def measure(transcribe: Callable[[Path], str], items: list[data.Item], busy: GPUBusy) -> dict:
-    transcribe(data.AUDIO / "jfk.flac")  # compilation and warm-up are a daemon's one-offs
+    """The second of two passes: the first compiles what a daemon compiles once (a step
+    per batch size) and warms the caches, for every engine alike."""
+    for item in items:
+        transcribe(item.path)
     texts, started = [], time.perf_counter()
     with busy:
         for item in items:

@@ -207,3 +207,22 @@ def test_the_same_language_on_every_path(model_cache, audio_dir):
         found[name] = language.detect(compute, compute.encode(windows), [11.0])
     assert found["cpu"][0] == found["mlx"][0] == "en"
     assert abs(found["cpu"][1] - found["mlx"][1]) < 1e-3
+
+
+def test_rows_padded_to_a_compiled_batch_size_change_nothing(engine, windows, tokenizer):
+    """On a GPU a batch of 3 decodes as 4, the fourth row ended from the start, so that a
+    few compiled batch sizes serve every batch."""
+    model = engine.load().model
+    plain, padded = computes.create("mlx", model), computes.create("mlx", model)
+    padded.batch_size = lambda rows: 1 << (rows - 1).bit_length()
+    prefix = list(tokenizer.sot_sequence)
+    results = []
+    for compute in (plain, padded):
+        decoder = BatchDecoder(compute, tokenizer)
+        cross = decoder.cross_kv(compute.encode(windows))
+        results.append(decoder.decode(cross, prefix, hold=np.array([0, 300, 0])))
+    assert len(results[1]) == 3
+    assert [r.tokens for r in results[1]] == [r.tokens for r in results[0]]
+    assert [r.no_speech_prob for r in results[1]] == pytest.approx(
+        [r.no_speech_prob for r in results[0]], abs=1e-5
+    )

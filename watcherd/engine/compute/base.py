@@ -116,8 +116,18 @@ class Compute:
         where `done` (B,) is true have ended: they may get any logits."""
         raise NotImplementedError
 
+    def prefix_logits(self, tokens, self_kv: KeysValues, cross_kv: KeysValues, at: tuple):
+        """A pass over a whole prompt `tokens` (B, n) from position 0: the logits at the
+        positions `at` (B, len(at), vocab), and the cache, written for every position."""
+        raise NotImplementedError
+
     def log_softmax(self, logits):
         raise NotImplementedError
+
+    def batch_size(self, rows: int) -> int:
+        """How many rows to decode for `rows`: more, padded with ended rows, where every new
+        batch size would cost a compilation."""
+        return rows
 
     def alignment_scores(self, tokens: np.ndarray, cross_kv: KeysValues) -> np.ndarray:
         """A teacher-forced pass over `tokens` (R, L): the cross-attention scores (before

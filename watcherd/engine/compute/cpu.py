@@ -171,15 +171,25 @@ class CPUCompute(Compute):
         rows = np.arange(batch) if done is None else np.flatnonzero(~np.asarray(done))
         if not rows.size:
             return np.zeros((batch, self.embedding.shape[0]), np.float32), self_kv
-        x, _ = self._forward(tokens, pos, self_kv, cross_kv, rows)
-        width = self.embedding.shape[1]
-        last = np.ascontiguousarray(x.reshape(rows.size, tokens.shape[1], width)[:, -1])
-        logits = self.unembed.run(x=last)
+        logits = self._unembed(tokens, pos, self_kv, cross_kv, rows, (-1,))[:, 0]
         if rows.size == batch:
             return logits, self_kv
         full = np.zeros((batch, logits.shape[-1]), np.float32)
         full[rows] = logits
         return full, self_kv
+
+    def prefix_logits(self, tokens, self_kv, cross_kv, at: tuple):
+        tokens = np.asarray(tokens)
+        rows = np.arange(tokens.shape[0])
+        return self._unembed(tokens, 0, self_kv, cross_kv, rows, at), self_kv
+
+    def _unembed(self, tokens, pos, self_kv, cross_kv, rows, at) -> np.ndarray:
+        """Logits (rows, len(at), vocab) at the positions `at` of `tokens`."""
+        x, _ = self._forward(tokens, pos, self_kv, cross_kv, rows)
+        width = self.embedding.shape[1]
+        picked = x.reshape(rows.size, tokens.shape[1], width)[:, list(at)]
+        logits = self.unembed.run(x=np.ascontiguousarray(picked.reshape(-1, width)))
+        return logits.reshape(rows.size, len(at), -1)
 
     def alignment_scores(self, tokens: np.ndarray, cross_kv: KeysValues) -> np.ndarray:
         tokens = np.asarray(tokens)

@@ -98,7 +98,17 @@ class MLXCompute(Compute):
 
     def logits(self, tokens, pos: int, self_kv, cross_kv, done=None):
         logits, self_kv, _ = self._forward(mx.array(tokens), pos, self_kv, cross_kv)
+        return logits[:, -1], self_kv
+
+    def prefix_logits(self, tokens, self_kv, cross_kv, at: tuple):
+        tokens = mx.array(tokens)
+        logits, self_kv, _ = self._forward(tokens, 0, self_kv, cross_kv, at=at)
         return logits, self_kv
+
+    def batch_size(self, rows: int) -> int:
+        """On a GPU the next power of two: a compiled step is traced once per batch size,
+        and a trace costs as much as hundreds of steps; padded rows cost next to nothing."""
+        return 1 << (rows - 1).bit_length() if self.on_gpu else rows
 
     def alignment_scores(self, tokens: np.ndarray, cross_kv: KeysValues) -> np.ndarray:
         tokens = mx.array(tokens)
@@ -117,10 +127,11 @@ class MLXCompute(Compute):
         out = (weights @ v).transpose(0, 2, 1, 3)
         return out.reshape(out.shape[0], out.shape[1], -1), scores
 
-    def _forward(self, tokens, pos: int, self_kv, cross_kv, capture=None):
-        """The decoder over `tokens` (B, n) from position `pos`: the last position's
-        logits and the new cache; or, given `capture` ((layer, head) pairs), the
-        cross-attention scores of those heads, stopping after the last layer that has one."""
+    def _forward(self, tokens, pos: int, self_kv, cross_kv, capture=None, at=(-1,)):
+        """The decoder over `tokens` (B, n) from position `pos`: the logits at the positions
+        `at` (B, len(at), vocab) and the new cache; or, given `capture` ((layer, head)
+        pairs), the cross-attention scores of those heads, stopping after the last layer
+        that has one."""
         decoder = self.model.decoder
         batch, n = tokens.shape
         positions = pos + mx.arange(n)
@@ -157,9 +168,8 @@ class MLXCompute(Compute):
                     return None, new_kv, captured
             x = x + cross.out(out)
             x = x + block.mlp2(nn.gelu(block.mlp1(block.mlp_ln(x))))
-        x = decoder.ln(x)
-        logits = decoder.token_embedding.as_linear(x[:, -1:]).astype(mx.float32)[:, 0]
-        return logits, new_kv, captured
+        x = decoder.ln(x[:, list(at)])
+        return decoder.token_embedding.as_linear(x).astype(mx.float32), new_kv, captured
 
     def log_softmax(self, logits):
         return logits - mx.logsumexp(logits, axis=-1, keepdims=True)

@@ -102,39 +102,46 @@ class BatchDecoder:
             text, held_at = self.hold_end.apply(text, stamps, state, hold)
         return compute.join(logits, text, stamps), held_at
 
-    def _step(self, first: bool, temperature: float, held: bool):
-        """One decoding step as a function of arrays only: (tokens, pos, self_kv, cross_kv,
-        state arrays, noise[, hold]) -> (chosen, its log-probability, self_kv, state
-        arrays). Made once per kind of step, and handed to the compute path, which may
-        compile it (`Compute.step`); the first step, over the whole prompt, is not."""
-        key = (first, temperature, held)
-        if key in self._steps:
-            return self._steps[key]
+    def _choose(self, logits, arrays, noise, hold, first: bool, temperature: float):
+        """Whisper's rules on a step's logits, a token per row, and the rows' new state:
+        (chosen, its log-probability, state arrays)."""
         compute, xp = self.compute, self.compute.xp
+        state = State.of(**dict(zip(State.FIELDS, arrays, strict=True)))
+        logits, held_at = self.masked_logits(logits, state, first, *hold)
+        chosen = compute.sample(logits, temperature, noise)
+        chosen_lp = xp.take_along_axis(compute.log_softmax(logits), chosen[:, None], axis=-1)
+        chosen_lp = chosen_lp[:, 0]
+        live = ~state.done
+        chosen = xp.where(live, chosen, self.eot)
+        is_ts = chosen >= self.ts_begin
+        new = State.of(
+            sum_logprob=state.sum_logprob + xp.where(live, chosen_lp, 0.0),
+            count=state.count + live.astype(xp.int32),
+            penult_is_ts=xp.where(live, state.last_is_ts, state.penult_is_ts),
+            last_is_ts=xp.where(live, is_ts, state.last_is_ts),
+            last_ts=xp.where(live & is_ts, chosen, state.last_ts),
+            done=state.done | (chosen == self.eot),
+            spoke=state.spoke | (live & (chosen < self.eot)),
+            held_at=held_at,
+        )
+        return chosen, chosen_lp, new.arrays()
 
-        def step(tokens, pos, self_kv, cross_kv, arrays, noise, *hold):
-            state = State.of(**dict(zip(State.FIELDS, arrays, strict=True)))
-            logits, self_kv = compute.logits(tokens, pos, self_kv, cross_kv, state.done)
-            logits, held_at = self.masked_logits(logits, state, first, *hold)
-            chosen = compute.sample(logits, temperature, noise)
-            chosen_lp = xp.take_along_axis(compute.log_softmax(logits), chosen[:, None], axis=-1)
-            chosen_lp = chosen_lp[:, 0]
-            live = ~state.done
-            chosen = xp.where(live, chosen, self.eot)
-            is_ts = chosen >= self.ts_begin
-            new = State.of(
-                sum_logprob=state.sum_logprob + xp.where(live, chosen_lp, 0.0),
-                count=state.count + live.astype(xp.int32),
-                penult_is_ts=xp.where(live, state.last_is_ts, state.penult_is_ts),
-                last_is_ts=xp.where(live, is_ts, state.last_is_ts),
-                last_ts=xp.where(live & is_ts, chosen, state.last_ts),
-                done=state.done | (chosen == self.eot),
-                spoke=state.spoke | (live & (chosen < self.eot)),
-                held_at=held_at,
-            )
-            return chosen, chosen_lp, self_kv, new.arrays()
+    def _step(self, temperature: float, held: bool):
+        """A step after the first, as a function of arrays only: (tokens, pos, self_kv,
+        cross_kv, state arrays, noise[, hold]) -> (chosen, its log-probability, self_kv,
+        state arrays). Made once per kind, and handed to the compute path, which may
+        compile it (`Compute.step`)."""
+        key = (temperature, held)
+        if key not in self._steps:
 
-        self._steps[key] = step if first else compute.step(step)
+            def step(tokens, pos, self_kv, cross_kv, arrays, noise, *hold):
+                done = arrays[State.FIELDS.index("done")]
+                logits, self_kv = self.compute.logits(tokens, pos, self_kv, cross_kv, done)
+                chosen, chosen_lp, arrays = self._choose(logits, arrays, noise, hold, False,
+                                                         temperature)  # fmt: skip
+                return chosen, chosen_lp, self_kv, arrays
+
+            self._steps[key] = self.compute.step(step)
         return self._steps[key]
 
     def decode(
@@ -152,24 +159,38 @@ class BatchDecoder:
         which a row that has spoken may not end (`rules.HoldEnd`)."""
         compute, xp = self.compute, self.compute.xp
         batch = cross_kv[0][0].shape[0]
+        rows = compute.batch_size(batch)  # padded with ended rows, where that pays
+        if rows > batch:
+            pad = xp.array(list(range(batch)) + [0] * (rows - batch))
+            cross_kv = [(k[pad], v[pad]) for k, v in cross_kv]
         limit = min(self.sample_len, self.n_ctx - len(prefix))
-        self_kv = compute.empty_cache(batch, len(prefix) + limit)
-        state = State(batch, xp)
-        tokens = xp.array([prefix] * batch, dtype=xp.int32)
-        no_speech = self._no_speech_probs(tokens, cross_kv, prefix.index(self.tokenizer.sot))
+        self_kv = compute.empty_cache(rows, len(prefix) + limit)
+        state = State(rows, xp)
+        if rows > batch:
+            state.done = xp.array(np.arange(rows) >= batch)
+        tokens = xp.array([prefix] * rows, dtype=xp.int32)
         noise = compute.noise(seed, self.sample_len)
+        held = ()
         if hold is not None:
-            hold = xp.array(np.asarray(hold, np.int32))
-        held = () if hold is None else (hold,)
-        arrays = state.arrays()
+            held = (xp.array(np.pad(np.asarray(hold, np.int32), (0, rows - batch))),)
+        # The first step reads the whole prompt, and with it the no-speech probability
+        # right after the start-of-transcript token, in the same pass.
+        sot = prefix.index(self.tokenizer.sot)
+        both, self_kv = compute.prefix_logits(tokens, self_kv, cross_kv, (sot, len(prefix) - 1))
+        no_speech = self._no_speech_probs(both[:, 0])
+        chosen, logprob, arrays = self._choose(both[:, 1], state.arrays(), noise[0], held, True,
+                                               temperature)  # fmt: skip
+        del both
+        sampled, logprobs, pos = [chosen], [logprob], len(prefix)
+        tokens = chosen[:, None]
+        compute.schedule(chosen, logprob, *arrays)
         done = State.FIELDS.index("done")
-        sampled, logprobs, pos = [], [], 0
-        for i in range(limit):
-            step = self._step(i == 0, temperature, hold is not None)
+        step = self._step(temperature, hold is not None)
+        for i in range(1, limit):
             chosen, logprob, self_kv, arrays = step(
                 tokens, pos, self_kv, cross_kv, arrays, noise[i], *held
             )
-            pos += tokens.shape[1]
+            pos += 1
             tokens = chosen[:, None]
             sampled.append(chosen)
             logprobs.append(logprob)
@@ -184,7 +205,7 @@ class BatchDecoder:
         sum_logprob, count = compute.to_numpy(state.sum_logprob), compute.to_numpy(state.count)
         held_at = compute.to_numpy(state.held_at)
         results = []
-        for row in range(batch):
+        for row in range(batch):  # padding rows, if any, come after
             seq = matrix[row].tolist()
             seq = seq[: seq.index(self.eot)] if self.eot in seq else seq
             results.append(RowResult(
@@ -197,12 +218,11 @@ class BatchDecoder:
             ))  # fmt: skip
         return results
 
-    def _no_speech_probs(self, tokens, cross_kv, sot_index: int) -> np.ndarray:
-        """P(<|nospeech|>) right after SOT, from a short separate forward pass."""
-        if self.tokenizer.no_speech is None:
-            return np.full(tokens.shape[0], np.nan)
+    def _no_speech_probs(self, logits) -> np.ndarray:
+        """P(<|nospeech|>) right after the start-of-transcript token, from its logits."""
         compute = self.compute
-        empty = compute.empty_cache(tokens.shape[0], sot_index + 1)
-        logits, _ = compute.logits(tokens[:, : sot_index + 1], 0, empty, cross_kv)
-        probs = np.exp(compute.to_numpy(logits - compute.logsumexp(logits)))
-        return probs[:, self.tokenizer.no_speech]
+        if self.tokenizer.no_speech is None:
+            return np.full(logits.shape[0], np.nan)
+        token = self.tokenizer.no_speech
+        lse = compute.logsumexp(logits)
+        return np.exp(compute.to_numpy(logits[:, token : token + 1] - lse))[:, 0]
