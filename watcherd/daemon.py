@@ -73,7 +73,7 @@ class Daemon:
         try:
             # Jobs a crash left running may have left a temp file beside their outputs.
             outputs.discard_temps(p for job in store.jobs(state="running") for p in job.outputs)
-            requeued, failed = store.recover(settings.max_attempts)
+            requeued, failed = store.recover(settings.poison_after_crashes)
             if requeued or failed:
                 self.log.info("recovered", requeued=requeued, failed=failed)
             # Every model an inbox names is converted and checked now (a bad name exits 78

@@ -19,7 +19,7 @@ package_init.defer()  # before the first mlx_whisper import: see the module
 
 from watcherd.engine import lightning  # noqa: E402
 from watcherd.engine.audio.decode import AudioError  # noqa: E402
-from watcherd.engine.lightning import Cancelled, Request  # noqa: E402
+from watcherd.engine.lightning import Cancelled, Checkpoint, Request  # noqa: E402
 from watcherd.engine.model import models  # noqa: E402
 from watcherd.engine.model.models import LoadedModel, ModelError  # noqa: E402
 from watcherd.engine.options import DecodeOptions  # noqa: E402
@@ -28,6 +28,7 @@ from watcherd.transcript import Transcript  # noqa: E402
 __all__ = [
     "AudioError",
     "Cancelled",
+    "Checkpoint",
     "DecodeOptions",
     "Engine",
     "LoadedModel",
@@ -110,4 +111,5 @@ class Engine:
             language_probability=None
             if result.probability is None
             else round(result.probability, 4),
+            windows=result.windows,
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from watcherd import faults
 from watcherd.engine.audio import chunks, decode, mel
 from watcherd.engine.audio.ahead import ahead
 from watcherd.engine.audio.chunks import Chunk
@@ -51,14 +52,31 @@ class Cancelled(Exception):
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """How far a file's transcription is settled: every chunk that starts before `until`
+    (a sample offset) is decoded, its second passes too, and `segments` are what they
+    gave. A file resumed from a checkpoint cuts the same chunks (its audio is read and
+    its VAD run from the start again), skips those, and reads as if never interrupted."""
+
+    until: int
+    segments: tuple[Segment, ...] = ()
+    language: str | None = None  # as detected from the file's first batch
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
 class Request:
     """A file to transcribe. `progress(fraction)` is called as its chunks are decoded; it
-    may raise `Cancelled` to drop the file, or anything else to abandon the whole stream."""
+    may raise `Cancelled` to drop the file, or anything else to abandon the whole stream.
+    `save(checkpoint)` is called each time more of the file is settled, with the segments
+    settled since the last call; `resume` goes on from a checkpoint saved before."""
 
     path: Path | str
     options: DecodeOptions = DecodeOptions()
     progress: Progress | None = None
     tag: object = None  # the caller's own, handed back with the result
+    save: Callable[[Checkpoint], None] | None = None
+    resume: Checkpoint | None = None
 
 
 @dataclass
@@ -71,8 +89,19 @@ class Result:
     probability: float | None = None  # of the language, when it was detected
     audio_seconds: float = 0.0
     processing_seconds: float = 0.0  # from the file's first chunk to its result
+    windows: int = 0  # decoded in this stream (a resumed file skips what was settled)
     error: Exception | None = None
     cancelled: bool = False
+
+
+@dataclass
+class _Cut:
+    """A chunk as cut, and how many of its windows (itself, its second passes) are still
+    to decode."""
+
+    start: int  # a sample offset
+    index: int  # its place among the file's chunks
+    outstanding: int = 1
 
 
 @dataclass
@@ -89,6 +118,19 @@ class _File:
     fraction: float = 0.0
     dead: bool = False  # failed or cancelled: its chunks are dropped
     started: float = field(default_factory=time.perf_counter)
+    # The chunks cut and not settled, in order; what precedes the first is settled.
+    unsettled: deque[_Cut] = field(default_factory=deque)
+    cuts: int = 0  # chunks cut (those skipped on resuming too)
+    cut_until: int = 0  # the end of the last chunk cut (a sample offset)
+    saved: int = 0  # the checkpoint saved last (a sample offset)
+    decoded: int = 0  # windows decoded
+
+    def settled_until(self) -> int:
+        """The start of the first chunk not settled, else the end of the last one cut:
+        the next chunk will start after it."""
+        while self.unsettled and self.unsettled[0].outstanding == 0:
+            self.unsettled.popleft()
+        return self.unsettled[0].start if self.unsettled else self.cut_until
 
     @property
     def finished(self) -> bool:
@@ -103,6 +145,12 @@ class _File:
 class _Window:
     file: _File
     chunk: Chunk
+    origin: _Cut  # the chunk as cut: its own, or its parent's for a second pass
+
+    @property
+    def seed(self) -> int:
+        """Sampling that depends on the chunk, not on its row in a batch."""
+        return 2 * self.chunk.start + self.chunk.second_pass
 
 
 def auto_batch_size(loaded: LoadedModel) -> int:
@@ -152,12 +200,19 @@ class _Stream:
             file = self._open(request)
             if file is None:
                 continue
+            resume = file.request.resume
             try:
                 for chunk in self._chunks(file, encoding):
                     if file.dead:
                         break
+                    file.cuts += 1
+                    if resume is not None and chunk.start < resume.until:
+                        continue  # settled before the interruption
                     file.outstanding += 1
-                    yield _Window(file, chunk)
+                    origin = _Cut(chunk.start, file.cuts - 1)
+                    file.unsettled.append(origin)
+                    file.cut_until = chunk.start + chunk.samples.size
+                    yield _Window(file, chunk, origin)
             except decode.AudioError as exc:
                 self._fail(file, exc)
             file.cut = True
@@ -176,6 +231,12 @@ class _Stream:
             return None
         language = options.language if multilingual else "en"
         file = _File(request, total, language, result, started=started)
+        if request.resume is not None:
+            file.saved = request.resume.until
+            result.segments.extend(request.resume.segments)
+            if language is None:
+                file.language = request.resume.language
+                result.probability = request.resume.probability
         self.files.append(file)
         return file
 
@@ -214,6 +275,10 @@ class _Stream:
 
     def finish(self, batch: list[_Window], features) -> None:
         """Decode an encoded batch; keep its segments, queue the stretches it skipped."""
+        for window in batch:  # the fault tests' poison: a file that crashes at one chunk
+            faults.checkpoint(
+                "decode", f"{Path(window.file.request.path).name}#{window.origin.index}"
+            )
         self._detect(batch, features)
         groups: dict[str | None, list[int]] = {}
         for i, window in enumerate(batch):
@@ -225,9 +290,12 @@ class _Stream:
             self._decode([batch[i] for i in rows], subset, lang)
         for window in batch:
             window.file.outstanding -= 1
+            window.origin.outstanding -= 1
+            window.file.decoded += 1
             chunk = window.chunk
             window.file.fraction = max(window.file.fraction, self._fraction(window.file, chunk))
         for file in {id(w.file): w.file for w in batch}.values():
+            self._checkpoint(file)
             self._settle(file)
             if not file.dead:
                 file.report()
@@ -254,7 +322,7 @@ class _Stream:
         holds = np.array([coverage.hold(w.chunk) for w in batch])
         holds = holds if holds.any() else None  # none: no refusal work on each step
         results = fallback.decode_with_fallback(decoder, features, prefix, options, self.check,
-                                                cross, holds)  # fmt: skip
+                                                cross, holds, [w.seed for w in batch])  # fmt: skip
         spoken = [i for i, r in enumerate(results) if not fallback.silent(r, options, True)]
         chunked = [w.chunk for w in batch]
         timed = alignment.word_timings(decoder, cross, results, chunked, spoken) if cross else {}
@@ -275,12 +343,25 @@ class _Stream:
             kept, again = coverage.settle(chunk, parsed, complete)
             window.file.result.segments.extend(kept)
             window.file.outstanding += len(again)
-            self.retries.extend(_Window(window.file, stretch) for stretch in again)
+            window.origin.outstanding += len(again)
+            self.retries.extend(_Window(window.file, stretch, window.origin) for stretch in again)
 
     @staticmethod
     def _fraction(file: _File, chunk: Chunk) -> float:
         end = chunk.start_seconds + chunk.seconds
         return min(1.0, end / file.total) if file.total else 0.0
+
+    def _checkpoint(self, file: _File) -> None:
+        """Save how far the file is settled, when that moved, while more is to come."""
+        until = file.settled_until()
+        if file.request.save is None or file.dead or until <= file.saved:
+            return
+        start, end = file.saved / decode.SAMPLE_RATE, until / decode.SAMPLE_RATE
+        settled = sorted((s for s in file.result.segments if start <= s.start < end),
+                         key=lambda s: s.start)  # fmt: skip
+        file.request.save(Checkpoint(until, tuple(settled), file.language,
+                                     file.result.probability))  # fmt: skip
+        file.saved = until
 
     # --- handing results back ----------------------------------------------------------
 
@@ -294,6 +375,7 @@ class _Stream:
             return
         self.files.remove(file)
         file.result.processing_seconds = time.perf_counter() - file.started
+        file.result.windows = file.decoded
         if file.dead:
             self.retries = deque(w for w in self.retries if w.file is not file)
             file.result.segments = []

@@ -140,8 +140,10 @@ class Compute:
         """A token per row: the likeliest, or at `temperature`, drawn with `noise`."""
         raise NotImplementedError
 
-    def noise(self, seed: int, steps: int) -> list:
-        """Randomness for `steps` sampling steps, the same for the same seed."""
+    def noise(self, seeds: list[int], steps: int) -> list:
+        """Randomness for `steps` sampling steps, each row's from its own seed: a row draws
+        the same tokens whatever else is in its batch (a file resumed after a crash decodes
+        its chunks in other batches, and must read as it did)."""
         raise NotImplementedError
 
     def schedule(self, *arrays) -> None:

@@ -266,12 +266,13 @@ class CPUCompute(Compute):
     def sample(self, logits, temperature: float, noise):
         if temperature == 0:
             return np.argmax(logits, axis=-1).astype(np.int32)
-        gumbel = noise.gumbel(size=logits.shape).astype(np.float32)  # Gumbel-max sampling
-        return np.argmax(logits / temperature + gumbel, axis=-1).astype(np.int32)
+        width = logits.shape[-1]  # Gumbel-max sampling, each row with its own generator
+        gumbel = np.stack([generator.gumbel(size=width) for generator in noise])
+        return np.argmax(logits / temperature + gumbel.astype(np.float32), axis=-1).astype(np.int32)
 
-    def noise(self, seed: int, steps: int) -> list:
-        generator = np.random.default_rng(seed)
-        return [generator] * steps
+    def noise(self, seeds: list[int], steps: int) -> list:
+        generators = [np.random.default_rng(seed) for seed in seeds]
+        return [generators] * steps
 
     # --- the logit rules' operations, in place: a fresh logits array each step --------
 

@@ -177,10 +177,13 @@ class MLXCompute(Compute):
     def sample(self, logits, temperature: float, noise):
         if temperature == 0:
             return mx.argmax(logits, axis=-1).astype(mx.int32)
-        return mx.random.categorical(logits / temperature, key=noise).astype(mx.int32)
+        width = logits.shape[-1]  # Gumbel-max sampling, each row with its own key
+        gumbel = mx.stack([mx.random.gumbel((width,), key=key) for key in noise])
+        return mx.argmax(logits / temperature + gumbel, axis=-1).astype(mx.int32)
 
-    def noise(self, seed: int, steps: int) -> list:
-        return list(mx.random.split(mx.random.key(seed), steps))
+    def noise(self, seeds: list[int], steps: int) -> list:
+        keys = mx.stack([mx.random.split(mx.random.key(seed), steps) for seed in seeds], axis=1)
+        return list(keys)  # per step, a key per row
 
     def schedule(self, *arrays) -> None:
         mx.async_eval(*arrays)

@@ -9,7 +9,7 @@ path's own arrays, so on an accelerator nothing is read back but every few steps
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,14 +149,15 @@ class BatchDecoder:
         cross_kv: KeysValues,
         prefix: list[int],
         temperature: float = 0.0,
-        seed: int = 0,
+        seeds: Sequence[int] | None = None,
         check: Callable[[], None] | None = None,
         hold: np.ndarray | None = None,
     ) -> list[RowResult]:
         """Decode every row of an encoded batch; `prefix` is the shared prompt + SOT sequence.
         `check` runs every few steps and may raise to abandon the batch (stop, cancel).
         `hold`: per row, a timestamp (in steps of TIME_PRECISION into the window) before
-        which a row that has spoken may not end (`rules.HoldEnd`)."""
+        which a row that has spoken may not end (`rules.HoldEnd`). `seeds`: per row, the
+        seed of its sampling (at a temperature above 0)."""
         compute, xp = self.compute, self.compute.xp
         batch = cross_kv[0][0].shape[0]
         rows = compute.batch_size(batch)  # padded with ended rows, where that pays
@@ -169,7 +170,8 @@ class BatchDecoder:
         if rows > batch:
             state.done = xp.array(np.arange(rows) >= batch)
         tokens = xp.array([prefix] * rows, dtype=xp.int32)
-        noise = compute.noise(seed, self.sample_len)
+        seeds = list(seeds if seeds is not None else range(batch)) + [0] * (rows - batch)
+        noise = compute.noise(seeds, self.sample_len)
         held = ()
         if hold is not None:
             held = (xp.array(np.pad(np.asarray(hold, np.int32), (0, rows - batch))),)
