@@ -104,6 +104,15 @@ class Job:
             return self.audio_seconds / self.processing_seconds
         return None
 
+    @property
+    def waits(self) -> str | None:
+        """Why a queued job waits behind the others, if it does (`CLAIM_ORDER`)."""
+        if self.state != "queued" or not self.interrupted:
+            return None
+        times = f"{self.interrupted} time{'' if self.interrupted == 1 else 's'}"
+        stalled = f", {self.stalls} in a row at the same point" if self.stalls else ""
+        return f"behind the other files: the daemon died while transcribing it ({times}{stalled})"
+
     def remaining_seconds(self, speed: float | None, now: float) -> float | None:
         """How long this running job still needs: from its own pace once it has shown
         one (5% done), before that its length at the queue's recent speed, less the time
@@ -442,17 +451,20 @@ class Store:
             )
 
     def recover(self, poison_after: int) -> tuple[int, int]:
-        """At start: jobs a crash left running go back to the queue, behind the others;
-        one whose saved progress did not move since it started counts a stall, and after
-        `poison_after` stalls in a row it fails: a file that kills the daemon must not
-        loop forever, while one that was merely interrupted (a restart, memory pressure)
-        goes on as long as it gets further. Returns (requeued, failed)."""
+        """At start: jobs a crash left running go back to the queue, behind the others.
+        A crash is laid at a job's door only when the job ran alone (a job once
+        interrupted is a suspect, and the worker runs suspects alone) and its saved
+        progress did not move: a stall. After `poison_after` stalls in a row it fails: a
+        file that kills the daemon must not loop forever, while one that was merely
+        interrupted (a restart, memory pressure, a crash another file caused) goes on as
+        long as it gets further. Returns (requeued, failed)."""
         progress = "COALESCE((SELECT MAX(until) FROM checkpoints WHERE job_id = jobs.id), 0)"
         with self.transaction():
-            self.conn.execute(
+            self.conn.execute(  # every right-hand side reads the row as it was
                 f"""
                 UPDATE jobs SET interrupted = interrupted + 1,
-                    stalls = CASE WHEN {progress} > mark THEN 0 ELSE stalls + 1 END
+                    stalls = CASE WHEN {progress} > mark THEN 0
+                                  WHEN interrupted > 0 THEN stalls + 1 ELSE stalls END
                 WHERE state = 'running'
                 """
             )
@@ -460,8 +472,8 @@ class Store:
                 """
                 UPDATE jobs SET state = 'failed', finished_at = ?,
                     error = path || ': the daemon died ' || stalls || ' times in a row while '
-                        || 'transcribing it, each time at the same point: given up as a file '
-                        || 'that crashes it (watcherd retry ' || id || ' tries again)'
+                        || 'transcribing it alone, each time at the same point: given up as a '
+                        || 'file that crashes it (`watcherd retry ' || id || '` tries again)'
                 WHERE state = 'running' AND stalls >= ?
                 """,
                 [time.time(), poison_after],
@@ -524,7 +536,7 @@ class Store:
             self.conn.execute(
                 """
                 UPDATE jobs SET state = 'queued', error = NULL, attempts = 0, progress = 0,
-                    not_before = 0, finished_at = NULL
+                    not_before = 0, finished_at = NULL, interrupted = 0, stalls = 0
                 WHERE id = ? AND state IN ('failed', 'cancelled', 'done')
                 """,
                 [job_id],

@@ -16,11 +16,12 @@ from typing import TypeVar
 
 from watcherd import faults, log, outputs
 from watcherd.config import Profile, Settings
-from watcherd.engine import AudioError, Cancelled, Engine, ModelError, Request
+from watcherd.engine import AudioError, Cancelled, Checkpoint, Engine, ModelError, Request
+from watcherd.engine.audio.decode import SAMPLE_RATE
 from watcherd.idle import IdleUnloader
 from watcherd.profiles import decode_options, engine_for, layout
-from watcherd.store import Job, Store, path_key
-from watcherd.transcript import Transcript
+from watcherd.store import Job, Store, content_hash, path_key
+from watcherd.transcript import Transcript, segments_from_json, segments_to_json
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 IDLE_POLL_SECONDS = 2.0  # jobs may also arrive from other processes (`watcherd add`)
@@ -32,6 +33,14 @@ T = TypeVar("T")
 
 class JobStopped(Exception):
     """The daemon is shutting down: the jobs in the stream go back to the queue."""
+
+    reason = "shutdown"
+
+
+class Paused(JobStopped):
+    """`watcherd pause`: the jobs in the stream go back to the queue, their work saved."""
+
+    reason = "paused"
 
 
 class Worker:
@@ -77,6 +86,11 @@ class Worker:
     def run(self) -> None:
         while not self._stop.is_set():
             try:
+                if self.store.paused():
+                    self._release_next("paused")
+                    self._wake.wait(IDLE_POLL_SECONDS)
+                    self._wake.clear()
+                    continue
                 job, self._next = self._next or self.store.claim(), None
                 if job is None:
                     self.idle.idle()
@@ -87,8 +101,15 @@ class Worker:
             except Exception:  # the database itself failed (locked, disk full): retry later
                 self.log.exception("worker_error")
                 self._stop.wait(IDLE_POLL_SECONDS)
-        if self._next is not None:  # claimed for a stream that will not run now
+        self._release_next("shutdown")
+
+    def _release_next(self, reason: str) -> None:
+        """A job claimed for a stream that will not run now goes back to the queue."""
+        if self._next is not None:
             self._db(self.store.requeue, self._next.id)
+            self.log.info("job_requeued", job_id=self._next.id, path=self._next.path,
+                          reason=reason)  # fmt: skip
+            self._next = None
 
     def process(self, first: Job) -> None:
         """Transcribe `first`, and with it, in one stream of windows, the jobs queued after
@@ -101,15 +122,15 @@ class Worker:
             engine = self._engine(profile.model)
             self.idle.busy(engine)  # loads the model again if idleness unloaded it
             engine.validate(options)
-            for request, outcome in engine.stream(self._requests(first, profile.model, options)):
+            for request, outcome in engine.stream(self._requests(first, options)):
                 self._finish(request.tag, outcome)
         except ModelError as exc:  # the model cannot load, or cannot do what is asked
             for job in list(self.active.values()) or [first]:
                 self._fail(job, f"{job.path}: model error: {exc}", transient=False)
-        except JobStopped:  # shutting down: every job in the stream goes back to the queue
+        except JobStopped as stop:  # shutdown or pause: the stream's jobs go back, work saved
             for job in self.active.values():
                 self._db(self.store.requeue, job.id)
-                self.log.info("job_requeued", job_id=job.id, path=job.path, reason="shutdown")
+                self.log.info("job_requeued", job_id=job.id, path=job.path, reason=stop.reason)
         except Exception as exc:  # a bug or an engine failure: record it, keep the daemon
             self.log.exception("stream_crashed", jobs=sorted(self.active))
             for job in list(self.active.values()):
@@ -118,21 +139,24 @@ class Worker:
             self.active.clear()
             self.idle.done()
 
-    def _requests(self, first: Job, model: str, options) -> Iterator[Request]:
-        """`first`, then each next queued job while it shares the model and the options."""
-        job = first
+    def _requests(self, first: Job, options) -> Iterator[Request]:
+        """`first`, then each next queued job while it shares the stream (`_stream_key`)."""
+        key, job = self._stream_key(first), first
         while job is not None:
             if self._start(job):
-                yield Request(job.path, options, self._progress_reporter(job), tag=job)
+                yield Request(job.path, options, self._progress_reporter(job), tag=job,
+                              save=self._saver(job), resume=self._resume(job))  # fmt: skip
             if self._stop.is_set():
                 return
-            job = self.store.claim()
-            if job is not None and self._stream_key(job) != (model, options):
+            job = None if key[2] is not None else self.store.claim()  # a suspect: alone
+            if job is not None and self._stream_key(job) != key:
                 self._next, job = job, None
 
     def _stream_key(self, job: Job) -> tuple:
+        """Jobs with equal keys share a stream. A job a crash interrupted is a suspect: it
+        runs alone, so that the next crash, if any, is laid at its door (`Store.recover`)."""
         profile = self.settings.profile(job.path)
-        return profile.model, decode_options(profile)
+        return profile.model, decode_options(profile), job.id if job.interrupted else None
 
     def _start(self, job: Job) -> bool:
         """Take a claimed job into the stream, unless its folder cannot take transcripts."""
@@ -188,6 +212,7 @@ class Worker:
             processing_seconds=outcome.processing_seconds,
             speed=round(outcome.realtime_factor, 1),
             segments=len(outcome.segments),
+            windows=outcome.windows,
         )
 
     def _engine(self, model: str) -> Engine:
@@ -251,9 +276,50 @@ class Worker:
                 faults.checkpoint("transcribe")
                 try:
                     running = self.store.set_progress(job.id, 100.0 * fraction)
+                    paused = self.store.paused()
                 except sqlite3.Error:  # locked: progress can wait for the next report
                     return
                 if not running:
                     raise Cancelled(job.path)  # this job only
+                if paused:
+                    raise Paused()  # parks at this checkpoint: what is settled is saved
 
         return report
+
+    def _saver(self, job: Job):
+        """Save a job's settled work as it goes: after a crash it resumes from there."""
+
+        def save(checkpoint: Checkpoint) -> None:
+            faults.checkpoint("progress.save")
+            self._db(self.store.save_checkpoint, job.id, job.sha256, {
+                "until": checkpoint.until,
+                "segments": segments_to_json(checkpoint.segments),
+                "language": checkpoint.language,
+                "probability": checkpoint.probability,
+            })  # fmt: skip
+            self.log.info("progress_saved", job_id=job.id, path=job.path,
+                          until=round(checkpoint.until / SAMPLE_RATE, 2),
+                          windows=checkpoint.windows)  # fmt: skip
+
+        return save
+
+    def _resume(self, job: Job) -> Checkpoint | None:
+        """The work a job saved before it was interrupted, if its file is unchanged."""
+        saved = self._db(self.store.checkpoints, job.id, job.sha256)
+        if not saved:
+            return None
+        try:
+            unchanged = content_hash(Path(job.path)) == job.sha256
+        except OSError:
+            unchanged = False  # the engine says why the file cannot be read
+        if not unchanged:
+            self._db(self.store.clear_checkpoints, job.id)
+            self.log.info("progress_dropped", job_id=job.id, path=job.path,
+                          reason="the file changed since its work was saved")  # fmt: skip
+            return None
+        faults.checkpoint("resume")
+        last = saved[-1]
+        segments = tuple(s for row in saved for s in segments_from_json(row["segments"]))
+        self.log.info("job_resumed", job_id=job.id, path=job.path,
+                      at=round(last["until"] / SAMPLE_RATE, 2))  # fmt: skip
+        return Checkpoint(last["until"], segments, last["language"], last["probability"])

@@ -62,6 +62,7 @@ class Checkpoint:
     segments: tuple[Segment, ...] = ()
     language: str | None = None  # as detected from the file's first batch
     probability: float | None = None
+    windows: int = 0  # decoded in this stream so far (what a crash after it would redo)
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ class _Stream:
         settled = sorted((s for s in file.result.segments if start <= s.start < end),
                          key=lambda s: s.start)  # fmt: skip
         file.request.save(Checkpoint(until, tuple(settled), file.language,
-                                     file.result.probability))  # fmt: skip
+                                     file.result.probability, file.decoded))  # fmt: skip
         file.saved = until
 
     # --- handing results back ----------------------------------------------------------
