@@ -71,6 +71,39 @@ def watcherd(model_cache: Path, **settings) -> Callable[[Path], str]:
     return lambda path: engine.transcribe(path).text
 
 
+def watcherd_queue(model_cache: Path) -> Callable[[Path], str]:
+    """The files as the daemon takes a queue of them: one stream of windows."""
+    from watcherd.engine import DecodeOptions, Engine, Request
+
+    engine = Engine("tiny.en", model_cache)
+    engine.load()
+
+    def many(paths: list[Path]) -> list[str]:
+        requests = [Request(path, DecodeOptions(), tag=i) for i, path in enumerate(paths)]
+        texts = {r.tag: t.text for r, t in engine.stream(requests)}
+        return [texts[i] for i in range(len(paths))]
+
+    run = lambda path: many([path])[0]  # noqa: E731
+    run.many = many
+    return run
+
+
+def watcherd_decoding_in_process(model_cache: Path) -> Callable[[Path], str]:
+    """watcherd with every file decoded in its own process (as before `audio/child.py`)."""
+    from watcherd.engine import lightning
+
+    run = watcherd(model_cache)
+
+    def in_process(path: Path) -> str:
+        saved, lightning.CHILD_DECODE_SECONDS = lightning.CHILD_DECODE_SECONDS, float("inf")
+        try:
+            return run(path)
+        finally:
+            lightning.CHILD_DECODE_SECONDS = saved
+
+    return in_process
+
+
 def mlx_whisper(model_cache: Path) -> Callable[[Path], str]:
     import mlx.core as mx
     import mlx_whisper as stock
@@ -109,6 +142,8 @@ def cutting_only(model_cache: Path) -> Callable[[Path], str]:
 ENGINES = {
     "cutting only": cutting_only,
     "watcherd": lambda cache: watcherd(cache),
+    "watcherd one stream": watcherd_queue,
+    "watcherd decode in-process": watcherd_decoding_in_process,
     "watcherd batch 8": lambda cache: watcherd(cache, batch_size=8),
     "watcherd vad=false": lambda cache: watcherd(cache, vad=False),
     "mlx-whisper": mlx_whisper,
@@ -118,12 +153,12 @@ ENGINES = {
 def measure(transcribe: Callable[[Path], str], items: list[data.Item], busy: GPUBusy) -> dict:
     """The second of two passes: the first compiles what a daemon compiles once (a step
     per batch size) and warms the caches, for every engine alike."""
-    for item in items:
-        transcribe(item.path)
-    texts, started = [], time.perf_counter()
+    paths = [item.path for item in items]
+    many = getattr(transcribe, "many", lambda paths: [transcribe(p) for p in paths])
+    many(paths)
+    started = time.perf_counter()
     with busy:
-        for item in items:
-            texts.append(transcribe(item.path))
+        texts = many(paths)
     seconds = time.perf_counter() - started
     audio = sum(i.seconds for i in items)
     refs = [normalise(i.reference, i.language) for i in items]

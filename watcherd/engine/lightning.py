@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 
 from watcherd import faults
-from watcherd.engine.audio import chunks, decode, mel
+from watcherd.engine.audio import child, chunks, decode, mel
 from watcherd.engine.audio.ahead import ahead
 from watcherd.engine.audio.chunks import Chunk
 from watcherd.engine.compute import Encoding
@@ -43,6 +43,7 @@ from watcherd.transcript import Segment
 BLOCK_SECONDS = 60  # audio decoded per read
 MEMORY_SHARE = 0.25  # of the memory available, for the batch's attention caches
 AHEAD_CHUNKS = 64  # chunks cut ahead of the decoder, where there are cores to spare
+CHILD_DECODE_SECONDS = 300  # files this long decode in a child process (`audio/child.py`)
 
 Progress = Callable[[float], None]
 
@@ -242,13 +243,15 @@ class _Stream:
         return file
 
     def _chunks(self, file: _File, encoding: Encoding) -> Iterator[Chunk]:
+        workers = self.loaded.compute.spare_cores
+
         def blocks() -> Iterator[np.ndarray]:
-            stream = decode.stream_audio(file.request.path, BLOCK_SECONDS * decode.SAMPLE_RATE)
-            for block in stream:
+            elsewhere = workers >= 2 and file.total >= CHILD_DECODE_SECONDS
+            source = child.stream_audio if elsewhere else decode.stream_audio
+            for block in source(file.request.path, BLOCK_SECONDS * decode.SAMPLE_RATE):
                 file.samples += block.size
                 yield block
 
-        workers = self.loaded.compute.spare_cores
         if self.vad:
             cut = chunks.speech_chunks(blocks(), workers=max(0, workers - 1))
         else:
