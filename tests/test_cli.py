@@ -121,6 +121,28 @@ def test_add_queues_a_skipped_file_again_and_bump_says_how(config_file, tmp_path
     assert status_json(config_file, tmp_path)["jobs"][0]["state"] == "queued"
 
 
+def test_status_says_why_an_interrupted_job_waits_and_that_the_queue_is_paused(
+    config_file, tmp_path, audio_dir
+):
+    run_cli("add", str(audio_dir / "jfk.flac"), config=config_file, home=tmp_path)
+    store = Store(Path(status_json(config_file, tmp_path)["database"]))
+    try:
+        store.claim()
+        store.recover(poison_after=3)  # as a start after a crash does
+    finally:
+        store.close()
+    (job,) = status_json(config_file, tmp_path)["jobs"]
+    reason = "behind the other files: the daemon died while transcribing it (1 time)"
+    assert job["waits"] == reason
+    assert reason in run_cli("status", config=config_file, home=tmp_path).stdout
+
+    assert run_cli("pause", config=config_file, home=tmp_path).returncode == 0
+    assert status_json(config_file, tmp_path)["paused"] is True
+    assert "paused: no job starts" in run_cli("status", config=config_file, home=tmp_path).stdout
+    assert run_cli("resume", config=config_file, home=tmp_path).returncode == 0
+    assert status_json(config_file, tmp_path)["paused"] is False
+
+
 def test_add_reports_a_missing_file_and_fails(config_file, tmp_path):
     result = run_cli("add", str(tmp_path / "nope.mp3"), config=config_file, home=tmp_path)
     assert result.returncode == 1 and "nope.mp3: not a file" in result.stderr

@@ -78,11 +78,16 @@ def test_encoding_window_by_window_as_they_come(compute, windows, features):
 
 
 def test_logits_match_the_model(compute, model, features, tokenizer):
+    """Within float32's reordered sums; the CPU path's vocabulary product runs on int8
+    weights (a scale per 32 values), which moves a logit by up to about 1%."""
     prefix = np.array([list(tokenizer.sot_sequence)] * 3, np.int32)
     expected = np.array(model.logits(mx.array(prefix), features)[:, -1])
     cache = compute.empty_cache(3, prefix.shape[1])
     logits, _ = compute.logits(prefix, 0, cache, compute.cross_kv(features))
-    close(compute.to_numpy(logits), expected, 1e-3)
+    got = compute.to_numpy(logits)
+    close(got, expected, 1e-2 if compute.name == "cpu" else 1e-3)
+    top = np.argsort(-expected, axis=-1)[:, :5]
+    assert (np.argsort(-got, axis=-1)[:, :5] == top).all(), "the same likeliest tokens"
 
 
 def test_step_by_step_with_the_cache_equals_one_pass(compute, features, tokenizer):
@@ -206,4 +211,23 @@ def test_the_same_language_on_every_path(model_cache, audio_dir):
         compute = computes.create(name, base)
         found[name] = language.detect(compute, compute.encode(windows), [11.0])
     assert found["cpu"][0] == found["mlx"][0] == "en"
-    assert abs(found["cpu"][1] - found["mlx"][1]) < 1e-3
+    assert abs(found["cpu"][1] - found["mlx"][1]) < 1e-2
+
+
+def test_rows_padded_to_a_compiled_batch_size_change_nothing(engine, windows, tokenizer):
+    """On a GPU a batch of 3 decodes as 4, the fourth row ended from the start, so that a
+    few compiled batch sizes serve every batch."""
+    model = engine.load().model
+    plain, padded = computes.create("mlx", model), computes.create("mlx", model)
+    padded.batch_size = lambda rows: 1 << (rows - 1).bit_length()
+    prefix = list(tokenizer.sot_sequence)
+    results = []
+    for compute in (plain, padded):
+        decoder = BatchDecoder(compute, tokenizer)
+        cross = decoder.cross_kv(compute.encode(windows))
+        results.append(decoder.decode(cross, prefix, hold=np.array([0, 300, 0])))
+    assert len(results[1]) == 3
+    assert [r.tokens for r in results[1]] == [r.tokens for r in results[0]]
+    assert [r.no_speech_prob for r in results[1]] == pytest.approx(
+        [r.no_speech_prob for r in results[0]], abs=1e-5
+    )

@@ -94,6 +94,9 @@ def _job_dict(job) -> dict:
         "progress": job.progress,
         "priority": job.priority,
         "attempts": job.attempts,
+        "interrupted": job.interrupted,
+        "stalls": job.stalls,
+        "waits": job.waits,
         "audio_seconds": job.audio_seconds,
         "processing_seconds": job.processing_seconds,
         "speed": round(job.speed, 2) if job.speed else None,
@@ -189,6 +192,7 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
         "running": [],
         "outlook": None,
         "next": None,
+        "paused": False,
         "now": time.time(),
     }
     if not queue.database.exists():
@@ -203,8 +207,9 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
             snapshot["jobs"] = store.jobs(limit=limit)
             snapshot["running"] = store.jobs(state="running")
             snapshot["outlook"] = store.outlook()
-        if version == len(MIGRATIONS):  # an older daemon's database has no priorities yet
+        if version == len(MIGRATIONS):  # an older daemon's database lacks what is newer
             snapshot["next"] = store.next_job()
+            snapshot["paused"] = store.paused()
     except sqlite3.OperationalError as exc:  # locked past the busy timeout
         click.echo(f"watcherd: {queue.database}: {exc}; try again", err=True)
         sys.exit(EX_TEMPFAIL)
@@ -247,6 +252,7 @@ def _status_json(snapshot: dict) -> str:
         }
     payload = {
         "daemon": _daemon_dict(snapshot["daemon"]),
+        "paused": snapshot["paused"],
         "database": str(snapshot["database"]),
         "counts": snapshot["counts"],
         "running": [running(job) for job in snapshot["running"]],
@@ -260,6 +266,8 @@ def _status_text(snapshot: dict) -> str:
     counts, outlook, now = snapshot["counts"], snapshot["outlook"], snapshot["now"]
     speed = outlook.speed if outlook else None
     lines = [_daemon_line(snapshot["daemon"])]
+    if snapshot["paused"]:
+        lines.append("paused: no job starts until `watcherd resume` (work done is kept)")
     lines.append("queue: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for job in snapshot["running"]:
         line = f"running: #{job.id} {job.path} {job.progress:.0f}%"
@@ -349,7 +357,7 @@ def _table(jobs) -> str:
             state += f" {job.progress:.0f}%"
         elif job.state == "queued":
             state += _priority_note(job.priority)
-        notes = [job.error, f"hook: {job.hook_error}" if job.hook_error else None]
+        notes = [job.error or job.waits, f"hook: {job.hook_error}" if job.hook_error else None]
         detail = job.path + "".join(f"\n{'':>6}  ↳ {note}" for note in notes if note)
         hook = (_hook_cell(job),) if hooks else ()
         rows.append((str(job.id), state, _duration(job.audio_seconds), speed, *hook, detail))
@@ -444,6 +452,32 @@ def _change_job(config: Path | None, job_id: int, action: str) -> None:
     finally:
         store.close()
     click.echo(f"#{job.id} {job.state} {job.path}")
+
+
+@cli.command()
+@config_option
+def pause(config: Path | None) -> None:
+    """Start no more jobs; the running one stops at its next checkpoint, its work kept."""
+    _set_paused(config, True)
+    click.echo("paused: running work stops at its next checkpoint and waits; "
+               "`watcherd resume` goes on (a restart stays paused)")  # fmt: skip
+
+
+@cli.command()
+@config_option
+def resume(config: Path | None) -> None:
+    """Go on after `watcherd pause`: jobs resume from their checkpoints."""
+    _set_paused(config, False)
+    click.echo("resumed")
+
+
+def _set_paused(config: Path | None, paused: bool) -> None:
+    settings = _settings(config)
+    store = _open_store(settings)
+    try:
+        store.set_paused(paused)
+    finally:
+        store.close()
 
 
 @cli.command()

@@ -146,6 +146,7 @@ class Settings(BaseSettings):
     # Queue
     database: Path = Field(default_factory=default_database)
     max_attempts: int = Field(3, ge=1)
+    poison_after_crashes: int = Field(3, ge=1)
     retry_backoff_seconds: float = Field(30.0, ge=0)
     busy_timeout_seconds: float = Field(BUSY_TIMEOUT_SECONDS, gt=0)
     # Free the models after this long with nothing queued; 0 keeps them loaded.

@@ -48,7 +48,9 @@ HOOK_STATES = ("pending", "running", "done", "failed", "timed_out")
 PRIORITIES = {"low": -1, "normal": 0, "high": 1}
 # Which due job runs next: the highest priority, then the oldest (a retry waits its turn
 # by `not_before`). `claim` and `next_job` share it, so `status` shows what claim takes.
-CLAIM_ORDER = "priority DESC, not_before, id"
+# A job a crash interrupted waits behind the others of its priority: a file that kills the
+# daemon cannot keep the rest of the queue from running.
+CLAIM_ORDER = "priority DESC, interrupted, not_before, id"
 RECENT_JOBS = 20  # the queue's ETA uses the speed of this many latest finished jobs
 
 
@@ -92,6 +94,8 @@ class Job:
     language: str | None = None
     inbox: str | None = None
     priority: int = 0
+    interrupted: int = 0  # times a crash interrupted it, progress or not
+    stalls: int = 0  # crashes in a row that left its saved progress where it was
     # Its hook, if one was due (`jobs()` and `get()` read these from the hooks table).
     hook_state: str | None = None
     hook_attempts: int | None = None
@@ -110,6 +114,15 @@ class Job:
         if self.audio_seconds and self.processing_seconds:
             return self.audio_seconds / self.processing_seconds
         return None
+
+    @property
+    def waits(self) -> str | None:
+        """Why a queued job waits behind the others, if it does (`CLAIM_ORDER`)."""
+        if self.state != "queued" or not self.interrupted:
+            return None
+        times = f"{self.interrupted} time{'' if self.interrupted == 1 else 's'}"
+        stalled = f", {self.stalls} in a row at the same point" if self.stalls else ""
+        return f"behind the other files: the daemon died while transcribing it ({times}{stalled})"
 
     def remaining_seconds(self, speed: float | None, now: float) -> float | None:
         """How long this running job still needs: from its own pace once it has shown
@@ -215,11 +228,41 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX hooks_due ON hooks (state)")
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Work that survives a crash: each job's checkpoints (how far it is settled, and the
+    segments settled so far), how often a crash interrupted it and how often without
+    progress, and the daemon's own state (paused or not)."""
+    jobs = db["jobs"]
+    jobs.add_column("interrupted", int, not_null_default=0)
+    jobs.add_column("stalls", int, not_null_default=0)
+    jobs.add_column("mark", int, not_null_default=0)  # its checkpoint when it started
+    db.execute("DROP INDEX jobs_claim")
+    db.execute(
+        "CREATE INDEX jobs_claim ON jobs (state, priority DESC, interrupted, not_before, id)"
+    )
+    db.execute(
+        """
+        CREATE TABLE checkpoints (
+            job_id INTEGER NOT NULL REFERENCES jobs (id),
+            sha256 TEXT NOT NULL,
+            until INTEGER NOT NULL,
+            segments TEXT NOT NULL,
+            language TEXT,
+            probability REAL,
+            saved_at REAL NOT NULL,
+            PRIMARY KEY (job_id, until)
+        )
+        """
+    )
+    db.execute("CREATE TABLE daemon (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 # Append only: each step runs once, in order, and bumps PRAGMA user_version.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
+    _migration_4,
 ]
 
 
@@ -385,7 +428,9 @@ class Store:
                 f"""
                 UPDATE jobs
                 SET state = 'running', attempts = attempts + 1, started_at = ?,
-                    progress = 0, worker_pid = ?
+                    progress = 0, worker_pid = ?,
+                    mark = COALESCE((SELECT MAX(until) FROM checkpoints
+                                     WHERE checkpoints.job_id = jobs.id), 0)
                 WHERE id = (
                     SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?
                     ORDER BY {CLAIM_ORDER} LIMIT 1
@@ -432,7 +477,7 @@ class Store:
                 """
                 UPDATE jobs SET state = 'done', progress = 100, error = NULL, finished_at = ?,
                     outputs = ?, audio_seconds = ?, processing_seconds = ?, model = ?,
-                    language = ?
+                    language = ?, stalls = 0
                 WHERE id = ? AND state = 'running'
                 """,
                 [
@@ -446,8 +491,10 @@ class Store:
                 ],
             )
             done = cursor.rowcount == 1
-            if done and hook_input is not None:
-                self._hook_due(job_id, "done", hook_input)
+            if done:  # what survived crashes has served its purpose
+                self.conn.execute("DELETE FROM checkpoints WHERE job_id = ?", [job_id])
+                if hook_input is not None:
+                    self._hook_due(job_id, "done", hook_input)
         return done
 
     def fail(
@@ -554,23 +601,84 @@ class Store:
                 [job_id],
             )
 
-    def recover(self, max_attempts: int) -> tuple[int, int]:
-        """At start: jobs a crash left running go back to queued, or fail once they have
-        used every attempt (a file that crashes the daemon must not loop forever)."""
-        with self._lock:
+    def recover(self, poison_after: int) -> tuple[int, int]:
+        """At start: jobs a crash left running go back to the queue, behind the others.
+        A crash is laid at a job's door only when the job ran alone (a job once
+        interrupted is a suspect, and the worker runs suspects alone) and its saved
+        progress did not move: a stall. After `poison_after` stalls in a row it fails: a
+        file that kills the daemon must not loop forever, while one that was merely
+        interrupted (a restart, memory pressure, a crash another file caused) goes on as
+        long as it gets further. Returns (requeued, failed)."""
+        progress = "COALESCE((SELECT MAX(until) FROM checkpoints WHERE job_id = jobs.id), 0)"
+        with self.transaction():
+            self.conn.execute(  # every right-hand side reads the row as it was
+                f"""
+                UPDATE jobs SET interrupted = interrupted + 1,
+                    stalls = CASE WHEN {progress} > mark THEN 0
+                                  WHEN interrupted > 0 THEN stalls + 1 ELSE stalls END
+                WHERE state = 'running'
+                """
+            )
             failed = self.conn.execute(
                 """
                 UPDATE jobs SET state = 'failed', finished_at = ?,
-                    error = path || ': interrupted ' || attempts || ' times (the daemon stopped '
-                        || 'or crashed while transcribing it)'
-                WHERE state = 'running' AND attempts >= ?
+                    error = path || ': the daemon died ' || stalls || ' times in a row while '
+                        || 'transcribing it alone, each time at the same point: given up as a '
+                        || 'file that crashes it (`watcherd retry ' || id || '` tries again)'
+                WHERE state = 'running' AND stalls >= ?
                 """,
-                [time.time(), max_attempts],
+                [time.time(), poison_after],
             ).rowcount
             requeued = self.conn.execute(
                 "UPDATE jobs SET state = 'queued', progress = 0 WHERE state = 'running'"
             ).rowcount
         return requeued, failed
+
+    # --- work that survives a crash ------------------------------------------------
+
+    def save_checkpoint(self, job_id: int, sha256: str, checkpoint: dict) -> None:
+        """Record that a job is settled up to `checkpoint["until"]`, with the segments
+        settled since its last checkpoint (`transcript.segments_to_json`)."""
+        with self._lock:
+            self.conn.execute(
+                """
+                INSERT INTO checkpoints
+                    (job_id, sha256, until, segments, language, probability, saved_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (job_id, until) DO NOTHING
+                """,
+                [job_id, sha256, checkpoint["until"], checkpoint["segments"],
+                 checkpoint.get("language"), checkpoint.get("probability"), time.time()],
+            )  # fmt: skip
+
+    def checkpoints(self, job_id: int, sha256: str) -> list[sqlite3.Row]:
+        """A job's checkpoints for this content, in order; those of other content (the
+        file changed under the job) are dropped."""
+        with self.transaction():
+            self.conn.execute(
+                "DELETE FROM checkpoints WHERE job_id = ? AND sha256 != ?", [job_id, sha256]
+            )
+            return self.conn.execute(
+                "SELECT * FROM checkpoints WHERE job_id = ? ORDER BY until", [job_id]
+            ).fetchall()
+
+    def clear_checkpoints(self, job_id: int) -> None:
+        with self._lock:
+            self.conn.execute("DELETE FROM checkpoints WHERE job_id = ?", [job_id])
+
+    def paused(self) -> bool:
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM daemon WHERE key = 'paused'").fetchone()
+        return bool(row) and row[0] == "true"
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume the queue: kept in the database, so a restart keeps it."""
+        with self._lock:
+            self.conn.execute(
+                "INSERT INTO daemon (key, value) VALUES ('paused', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ["true" if paused else "false"],
+            )
 
     # --- the user's side -------------------------------------------------------------
 
@@ -579,7 +687,7 @@ class Store:
             self.conn.execute(
                 """
                 UPDATE jobs SET state = 'queued', error = NULL, attempts = 0, progress = 0,
-                    not_before = 0, finished_at = NULL
+                    not_before = 0, finished_at = NULL, interrupted = 0, stalls = 0
                 WHERE id = ? AND state IN ('failed', 'cancelled', 'done', 'skipped')
                 """,
                 [job_id],

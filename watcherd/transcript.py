@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 
@@ -35,6 +36,7 @@ class Transcript:
     task: str = "transcribe"
     backend: str = ""
     language_probability: float | None = None  # None: set, not detected
+    windows: int = 0  # windows decoded for it (a resumed file: since it resumed)
 
     @property
     def text(self) -> str:
@@ -48,3 +50,14 @@ class Transcript:
         data = asdict(self)
         data["text"] = self.text
         return data
+
+
+def segments_to_json(segments: tuple[Segment, ...] | list[Segment]) -> str:
+    """Segments as JSON, every float as it is: what a checkpoint keeps."""
+    return json.dumps([asdict(s) for s in segments])
+
+
+def segments_from_json(text: str) -> tuple[Segment, ...]:
+    return tuple(
+        Segment(**{**s, "words": tuple(Word(**w) for w in s["words"])}) for s in json.loads(text)
+    )

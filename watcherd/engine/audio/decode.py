@@ -183,3 +183,25 @@ def probe_seconds(path: Path | str) -> float | None:
     """The duration the container declares, without decoding."""
     with _open(Path(path)) as container:
         return declared_seconds(container)
+
+
+def _serve(path: str) -> int:
+    """`python decode.py PATH`: the file's samples as raw float32 on stdout; an error as
+    one line `transient<TAB>cause` on stderr, exit status 3 (see `audio/child.py`)."""
+    import sys
+
+    try:
+        for block in stream_audio(path, SAMPLE_RATE * 10):
+            sys.stdout.buffer.write(block.data)
+    except AudioError as exc:
+        sys.stderr.write(f"{int(exc.transient)}\t{exc.cause}\n")
+        return 3
+    except BrokenPipeError:  # the reader stopped (a cancelled file)
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_serve(sys.argv[1]))
