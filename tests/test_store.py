@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from watcherd.store import CLAIM_ORDER, MIGRATIONS, STATES, Store
+from watcherd.store import CLAIM_ORDER, CLAIMED, DECODED, DECODING, MIGRATIONS, STATES, Store
 
 
 @pytest.fixture
@@ -126,27 +126,43 @@ def test_a_job_that_keeps_making_progress_is_never_given_up(store):
     add(store)
     for crash in range(10):
         job = store.claim()
-        save(store, job.id, 16_000 * (crash + 1))
+        store.set_stage(job.id, DECODING)  # dies while the engine works on it, each time
+        save(store, job.id, 16_000 * (crash + 1))  # but a second further on
         assert store.recover(poison_after=3) == (1, 0)
     assert store.get(job.id).stalls == 0
 
 
-def test_a_suspect_that_dies_without_progress_is_given_up_after_the_configured_stalls(store):
-    add(store)
+def crash_while(store: Store, stage: int) -> tuple[int, int]:
+    """Claim the next job, let it get to `stage` in this run, and die there."""
     job = store.claim()
-    save(store, job.id, 16_000)
-    store.recover(poison_after=2)  # first interruption: not yet a suspect, no stall
-    store.claim()  # now run alone, as a suspect: the crash is laid at its door
-    assert store.recover(poison_after=2) == (1, 0)
+    store.set_stage(job.id, stage)
+    return store.recover(poison_after=2)
+
+
+def test_a_suspect_that_dies_in_the_engine_without_progress_is_given_up(store):
+    job, _ = add(store)
+    assert crash_while(store, DECODING) == (1, 0)  # first interruption: not yet a suspect
+    assert crash_while(store, DECODING) == (1, 0)  # now run alone: the crash is laid at its door
     assert store.get(job.id).stalls == 1
-    store.claim()
-    assert store.recover(poison_after=2) == (0, 1)
+    assert crash_while(store, DECODING) == (0, 1)
     failed = store.get(job.id)
     assert failed.state == "failed"
     assert failed.error.startswith("/in/talk.m4a: the daemon died 2 times in a row")
     store.retry(job.id)
     again = store.get(job.id)
     assert (again.state, again.interrupted, again.stalls) == ("queued", 0, 0)
+
+
+def test_only_a_crash_while_the_engine_works_on_a_file_counts_against_it(store):
+    job, _ = add(store)
+    crash_while(store, DECODING)
+    for _ in range(5):  # before the engine took the file: nothing learnt about it
+        assert crash_while(store, CLAIMED) == (1, 0)
+    crash_while(store, DECODING)
+    assert store.get(job.id).stalls == 1
+    crash_while(store, DECODED)  # the engine got through it: the file is fine
+    assert store.get(job.id).stalls == 0
+    assert crash_while(store, DECODING) == (1, 0)
 
 
 def test_requeue_on_clean_stop_does_not_count_the_attempt(store):

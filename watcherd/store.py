@@ -51,6 +51,9 @@ PRIORITIES = {"low": -1, "normal": 0, "high": 1}
 # A job a crash interrupted waits behind the others of its priority: a file that kills the
 # daemon cannot keep the rest of the queue from running.
 CLAIM_ORDER = "priority DESC, interrupted, not_before, id"
+# How far a running job got in this run (`jobs.stage`): a crash before the engine took it
+# says nothing about the file, and one after the engine finished it says the file is fine.
+CLAIMED, DECODING, DECODED = 0, 1, 2
 RECENT_JOBS = 20  # the queue's ETA uses the speed of this many latest finished jobs
 
 
@@ -236,6 +239,7 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     jobs.add_column("interrupted", int, not_null_default=0)
     jobs.add_column("stalls", int, not_null_default=0)
     jobs.add_column("mark", int, not_null_default=0)  # its checkpoint when it started
+    jobs.add_column("stage", int, not_null_default=0)  # STAGES: how far this run took it
     db.execute("DROP INDEX jobs_claim")
     db.execute(
         "CREATE INDEX jobs_claim ON jobs (state, priority DESC, interrupted, not_before, id)"
@@ -428,7 +432,7 @@ class Store:
                 f"""
                 UPDATE jobs
                 SET state = 'running', attempts = attempts + 1, started_at = ?,
-                    progress = 0, worker_pid = ?,
+                    progress = 0, worker_pid = ?, stage = 0,
                     mark = COALESCE((SELECT MAX(until) FROM checkpoints
                                      WHERE checkpoints.job_id = jobs.id), 0)
                 WHERE id = (
@@ -440,6 +444,13 @@ class Store:
                 [now, pid or os.getpid(), now],
             )
         return Job.from_row(rows[0]) if rows else None
+
+    def set_stage(self, job_id: int, stage: int) -> None:
+        """Record that the engine took a running job (DECODING) or handed it back (DECODED)."""
+        with self._lock:
+            self.conn.execute(
+                "UPDATE jobs SET stage = ? WHERE id = ? AND state = 'running'", [stage, job_id]
+            )
 
     def set_progress(self, job_id: int, progress: float) -> bool:
         """Record progress (0-100); False when the job is no longer running (cancelled)."""
@@ -604,18 +615,21 @@ class Store:
     def recover(self, poison_after: int) -> tuple[int, int]:
         """At start: jobs a crash left running go back to the queue, behind the others.
         A crash is laid at a job's door only when the job ran alone (a job once
-        interrupted is a suspect, and the worker runs suspects alone) and its saved
-        progress did not move: a stall. After `poison_after` stalls in a row it fails: a
-        file that kills the daemon must not loop forever, while one that was merely
-        interrupted (a restart, memory pressure, a crash another file caused) goes on as
-        long as it gets further. Returns (requeued, failed)."""
+        interrupted is a suspect, and the worker runs suspects alone), the engine was
+        working on it (not before it took the file, not after it handed it back), and
+        its saved progress did not move: a stall. A run in which the engine finished the
+        file, or its checkpoints moved, clears the stalls. After `poison_after` stalls in
+        a row it fails: a file that kills the daemon must not loop forever, while one that
+        was merely interrupted (a restart, memory pressure, a crash another file caused)
+        goes on as long as it gets further. Returns (requeued, failed)."""
         progress = "COALESCE((SELECT MAX(until) FROM checkpoints WHERE job_id = jobs.id), 0)"
         with self.transaction():
             self.conn.execute(  # every right-hand side reads the row as it was
                 f"""
                 UPDATE jobs SET interrupted = interrupted + 1,
-                    stalls = CASE WHEN {progress} > mark THEN 0
-                                  WHEN interrupted > 0 THEN stalls + 1 ELSE stalls END
+                    stalls = CASE WHEN {progress} > mark OR stage = {DECODED} THEN 0
+                                  WHEN interrupted > 0 AND stage = {DECODING} THEN stalls + 1
+                                  ELSE stalls END
                 WHERE state = 'running'
                 """
             )

@@ -21,7 +21,7 @@ from watcherd.engine import AudioError, Cancelled, Checkpoint, Engine, ModelErro
 from watcherd.engine.audio.decode import SAMPLE_RATE
 from watcherd.idle import IdleUnloader
 from watcherd.profiles import decode_options, engine_for, md_folder, placement, style
-from watcherd.store import Job, Store, content_hash, path_key
+from watcherd.store import DECODED, DECODING, Job, Store, content_hash, path_key
 from watcherd.transcript import Transcript, segments_from_json, segments_to_json
 
 PROGRESS_INTERVAL_SECONDS = 1.0
@@ -152,6 +152,7 @@ class Worker:
         key, job = self._stream_key(first), first
         while job is not None:
             if self._start(job):
+                self._db(self.store.set_stage, job.id, DECODING)
                 yield Request(job.path, options, self._progress_reporter(job), tag=job,
                               save=self._saver(job), resume=self._resume(job))  # fmt: skip
             if self._stop.is_set():
@@ -191,6 +192,8 @@ class Worker:
         joblog = self.log.bind(job_id=job.id, path=job.path)
         profile = self.settings.profile(job.path)
         try:
+            if isinstance(outcome, Transcript):
+                self._db(self.store.set_stage, job.id, DECODED)
             if isinstance(outcome, Cancelled):
                 joblog.info("job_cancelled")
                 return
