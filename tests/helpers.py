@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -174,6 +175,12 @@ def write_wav(path: Path, samples) -> Path:
     return path
 
 
+def keyboard() -> None:
+    """Ctrl-C (SIGINT) as at a terminal: a suite started in the background (`make test &`)
+    passes its children SIGINT ignored, and Python keeps it so."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """A command on a real pseudo-terminal (120x40), as a person at a terminal runs it:
     isatty() is true for its stdin, stdout and stderr, and what it draws is read back."""
@@ -187,7 +194,7 @@ class Terminal:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     start_new_session=True)  # fmt: skip
+                                     start_new_session=True, preexec_fn=keyboard)  # fmt: skip
         os.close(slave)
         self.output = b""
 
