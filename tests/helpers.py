@@ -134,7 +134,8 @@ def stop_daemon(proc: subprocess.Popen) -> None:
     assert proc.wait(30) == 0, proc.stderr.read()
 
 
-def log_events(home: Path, event: str) -> list[dict]:
+def all_events(home: Path) -> list[dict]:
+    """Every event in the daemon's log, in order."""
     path = home / "logs" / "watcherd.log"
     events = []
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
@@ -142,7 +143,11 @@ def log_events(home: Path, event: str) -> list[dict]:
             events.append(json.loads(line))
         except ValueError:  # the last line of a daemon killed mid-write
             continue
-    return [e for e in events if e.get("event") == event]
+    return events
+
+
+def log_events(home: Path, event: str) -> list[dict]:
+    return [e for e in all_events(home) if e.get("event") == event]
 
 
 def make_silent_video(path: Path, seconds: int = 1) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 from helpers import (
+    all_events,
     cli_env,
     log_events,
     run_cli,
@@ -61,15 +62,8 @@ def the_job(config, home) -> dict:
 
 def runs(home) -> list[list[dict]]:
     """The log's events, a list per daemon run."""
-    path = home / "logs" / "watcherd.log"
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:  # the last line of a daemon killed mid-write
-            continue
     split: list[list[dict]] = []
-    for event in events:
+    for event in all_events(home):
         if event["event"] == "loading_models" or not split:
             split.append([])
         split[-1].append(event)
