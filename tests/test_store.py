@@ -7,12 +7,21 @@ import sqlite3
 
 import pytest
 
-from watcherd.store import CLAIM_ORDER, CLAIMED, DECODED, DECODING, MIGRATIONS, STATES, Store
+from watcherd.store import (
+    CLAIM_ORDER,
+    CLAIMED,
+    DECODED,
+    DECODING,
+    MIGRATIONS,
+    STATES,
+    Store,
+    open_store,
+)
 
 
 @pytest.fixture
 def store(tmp_path):
-    store = Store(tmp_path / "jobs.db")
+    store = open_store(tmp_path / "jobs.db")
     yield store
     store.close()
 
@@ -25,7 +34,7 @@ def test_schema_is_versioned_and_in_wal_mode(store, tmp_path):
     assert store.schema_version == len(MIGRATIONS)
     assert store.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Reopening does not run the migrations again.
-    again = Store(tmp_path / "jobs.db")
+    again = open_store(tmp_path / "jobs.db")
     assert again.schema_version == len(MIGRATIONS)
     again.close()
 
@@ -82,7 +91,7 @@ def test_claim_takes_the_oldest_and_marks_it_running(store):
 
 
 def _claimer(db_path: str, queue) -> None:
-    store = Store(db_path)
+    store = open_store(db_path)
     claimed = []
     while (job := store.claim()) is not None:
         claimed.append(job.id)
@@ -239,7 +248,7 @@ def test_new_content_supersedes_the_older_version_still_queued(store):
 def test_a_database_from_a_newer_watcherd_is_refused(store, tmp_path):
     store.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(RuntimeError, match="newer than this watcherd knows"):
-        Store(tmp_path / "jobs.db")
+        open_store(tmp_path / "jobs.db")
 
 
 def test_a_file_reached_through_a_linked_folder_is_one_job(store, tmp_path):
@@ -290,7 +299,7 @@ def test_a_high_priority_job_waiting_its_backoff_does_not_hold_up_the_queue(stor
 
 
 def _claim_all(db_path: str, queue) -> None:
-    store = Store(db_path)
+    store = open_store(db_path)
     claimed = []
     while (job := store.claim()) is not None:
         claimed.append((job.priority, job.id))
@@ -329,7 +338,7 @@ def test_a_version_1_database_gets_every_migration_and_keeps_its_jobs(tmp_path):
         "VALUES ('/in/old.mp3', '/in/old.mp3', 1, 1, 'o', 0)"
     )
     db.close()
-    store = Store(path)
+    store = open_store(path)
     try:
         assert store.schema_version == len(MIGRATIONS)
         assert store.get(1).priority == 0
@@ -349,12 +358,12 @@ def test_a_version_1_database_gets_every_migration_and_keeps_its_jobs(tmp_path):
 def _queue_before_hooks(path, monkeypatch) -> None:
     """A queue as the release before hooks left it (every migration before theirs), with
     some history."""
-    from watcherd import store as store_module
+    from watcherd.store import sqlite as store_module
 
     monkeypatch.setattr(
         store_module, "MIGRATIONS", MIGRATIONS[: MIGRATIONS.index(store_module._migration_3)]
     )
-    old = Store(path)
+    old = open_store(path)
     for n, state in enumerate(["done", "failed", "queued", "cancelled", "done"], start=1):
         old.execute(
             "INSERT INTO jobs (path, path_key, size, mtime_ns, sha256, state, created_at,"
@@ -388,11 +397,11 @@ def test_migrating_a_queue_to_hooks_keeps_every_row_index_and_constraint(tmp_pat
     indexes_before = _indexes(before)
     before.close()
 
-    from watcherd import store as store_module
+    from watcherd.store import sqlite as store_module
 
     through_hooks = MIGRATIONS[: MIGRATIONS.index(store_module._migration_3) + 1]
     monkeypatch.setattr(store_module, "MIGRATIONS", through_hooks)  # the later ones apart
-    store = Store(path)
+    store = open_store(path)
     try:
         assert store.schema_version == len(through_hooks)
         columns = [r["name"] for r in store.rows("PRAGMA table_info(jobs)")]
@@ -452,7 +461,7 @@ def test_a_running_job_estimates_its_rest_from_its_own_pace_once_it_has_one(stor
 def test_status_reads_a_queue_that_a_daemon_from_before_hooks_still_runs(tmp_path, monkeypatch):
     path = tmp_path / "jobs.db"
     _queue_before_hooks(path, monkeypatch)
-    reader = Store(path, readonly=True)
+    reader = open_store(path, readonly=True)
     try:
         jobs = reader.jobs(limit=10)
         assert [j.id for j in jobs] == [4, 3, 2, 1] and all(j.hook_state is None for j in jobs)
@@ -557,16 +566,16 @@ def test_a_migration_that_rebuilds_the_jobs_table_keeps_the_hooks_of_its_jobs(
 ):
     """A later step that widens the CHECK again rebuilds the table the hooks reference:
     the hooks stay, and foreign keys are enforced again afterwards."""
-    from watcherd import store as store_module
+    from watcherd.store import sqlite as store_module
 
-    first = Store(tmp_path / "jobs.db")
+    first = open_store(tmp_path / "jobs.db")
     add(first)
     job = first.claim()
     _finish(first, job.id, hook_input="{}")
     first.close()
     widen = lambda db: store_module._allow_state(db, "archived")  # noqa: E731
     monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, widen])
-    again = Store(tmp_path / "jobs.db")
+    again = open_store(tmp_path / "jobs.db")
     try:
         assert again.schema_version == len(MIGRATIONS) + 1
         assert [d.job.id for d in again.due_hooks()] == [job.id]

@@ -11,7 +11,7 @@ from helpers import log_events, wait_for
 
 from watcherd import log
 from watcherd.config import Settings
-from watcherd.store import Store
+from watcherd.store import Store, open_store
 from watcherd.watcher import Watcher, rejection
 
 QUIET = 0.6
@@ -26,7 +26,7 @@ def inbox(tmp_path):
 
 @pytest.fixture
 def store(tmp_path):
-    store = Store(tmp_path / "jobs.db")
+    store = open_store(tmp_path / "jobs.db")
     yield store
     store.close()
 

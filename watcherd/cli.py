@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import sys
 import time
 from dataclasses import replace
@@ -77,6 +76,8 @@ def run(config: Path | None) -> None:
     except ModelError as exc:
         click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
         sys.exit(EX_CONFIG)
+    except ConfigError as exc:  # a postgresql:// database without the extra installed
+        _bad_configuration(exc)
     # Everything is closed by now. Skip interpreter teardown: MLX's per-thread streams,
     # created on the worker thread, can abort() in C++ destructors at exit.
     logging.shutdown()
@@ -113,9 +114,12 @@ def _job_dict(job) -> dict:
 
 
 def _open_store(settings: Settings, readonly: bool = False):
-    from watcherd.store import Store
+    from watcherd.store import open_store
 
-    return Store(settings.database, readonly=readonly, busy_timeout=settings.busy_timeout_seconds)
+    try:
+        return open_store(settings, readonly=readonly)
+    except ConfigError as exc:  # a postgresql:// database without the extra installed
+        _bad_configuration(exc)
 
 
 @cli.command()
@@ -179,7 +183,8 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
     """Everything `status` shows, read at once: the daemon, the counts, the latest jobs,
     the running job, what waits and how fast the queue goes."""
     from watcherd.instance import running_daemon
-    from watcherd.store import MIGRATIONS, Store
+    from watcherd.locations import is_postgres
+    from watcherd.store import open_store
 
     daemon = running_daemon(queue.lock)
     if daemon is None:  # perhaps the configuration is why: check all of it, as `run` will
@@ -193,12 +198,21 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
         "outlook": None,
         "next": None,
         "paused": False,
+        "workers": [],
+        "shared": is_postgres(queue.database),
         "now": time.time(),
     }
-    if not queue.database.exists():
+    if not snapshot["shared"] and not queue.database.exists():
         return snapshot
     # Read-only: never migrates, never holds up the daemon's writes.
-    store = Store(queue.database, readonly=True, busy_timeout=queue.busy_timeout_seconds)
+    try:
+        store = open_store(queue.database, readonly=True, busy_timeout=queue.busy_timeout_seconds,
+                           worker=queue.worker_name)  # fmt: skip
+    except ConfigError as exc:  # a postgresql:// database without the extra installed
+        _bad_configuration(exc)
+    except Exception as exc:  # the server cannot be reached
+        click.echo(f"watcherd: {_where(queue.database)}: {_first_line(exc)}; try again", err=True)
+        sys.exit(EX_TEMPFAIL)
     try:
         version = store.schema_version
         # Version 0: a daemon starting this instant has created the file, not the table.
@@ -207,15 +221,51 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
             snapshot["jobs"] = store.jobs(limit=limit)
             snapshot["running"] = store.jobs(state="running")
             snapshot["outlook"] = store.outlook()
-        if version == len(MIGRATIONS):  # an older daemon's database lacks what is newer
+        if version == len(store.migrations):  # an older daemon's database lacks what is newer
             snapshot["next"] = store.next_job()
             snapshot["paused"] = store.paused()
-    except sqlite3.OperationalError as exc:  # locked past the busy timeout
-        click.echo(f"watcherd: {queue.database}: {exc}; try again", err=True)
+            snapshot["workers"] = store.workers()
+    except store.errors as exc:  # locked past the busy timeout, or the server went away
+        click.echo(f"watcherd: {_where(queue.database)}: {_first_line(exc)}; try again", err=True)
         sys.exit(EX_TEMPFAIL)
     finally:
         store.close()
     return snapshot
+
+
+def _where(database) -> str:
+    """The database, as said to the user: a server by its host and name only."""
+    if isinstance(database, str) and "@" in database:
+        return "postgresql://" + database.split("@", 1)[1]
+    return str(database)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _worker_dict(worker, now: float) -> dict:
+    return {
+        "name": worker.name,
+        "host": worker.host,
+        "pid": worker.pid,
+        "model": worker.model,
+        "job": worker.job_id,
+        "speed": None if worker.speed is None else round(worker.speed, 2),
+        "started_at": worker.started_at,
+        "heartbeat_at": worker.heartbeat_at,
+        "heartbeat_age_seconds": round(now - worker.heartbeat_at, 1),
+    }
+
+
+def _worker_line(worker, now: float) -> str:
+    doing = f"job #{worker.job_id}" if worker.job_id else "idle"
+    speed = f", last job {worker.speed:.1f}x" if worker.speed else ""
+    age = max(now - worker.heartbeat_at, 0)
+    return (
+        f"  {worker.name} on {worker.host} (pid {worker.pid}): {worker.model}, {doing}{speed}, "
+        f"heartbeat {age:.0f} s ago"
+    )
 
 
 def _queue_eta(snapshot: dict) -> float | None:
@@ -253,7 +303,8 @@ def _status_json(snapshot: dict) -> str:
     payload = {
         "daemon": _daemon_dict(snapshot["daemon"]),
         "paused": snapshot["paused"],
-        "database": str(snapshot["database"]),
+        "database": _where(snapshot["database"]),
+        "workers": [_worker_dict(w, now) for w in snapshot["workers"]],
         "counts": snapshot["counts"],
         "running": [running(job) for job in snapshot["running"]],
         "queue": queue,
@@ -266,6 +317,9 @@ def _status_text(snapshot: dict) -> str:
     counts, outlook, now = snapshot["counts"], snapshot["outlook"], snapshot["now"]
     speed = outlook.speed if outlook else None
     lines = [_daemon_line(snapshot["daemon"])]
+    if snapshot["shared"]:  # the fleet: every machine working on this queue
+        lines.append(f"workers: {len(snapshot['workers'])} on {_where(snapshot['database'])}")
+        lines += [_worker_line(w, now) for w in snapshot["workers"]]
     if snapshot["paused"]:
         lines.append("paused: no job starts until `watcherd resume` (work done is kept)")
     lines.append("queue: " + ", ".join(f"{n} {s}" for s, n in counts.items()))

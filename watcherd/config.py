@@ -30,10 +30,13 @@ from watcherd.locations import (
     ConfigError,
     Queue,
     config_path,
+    database_setting,
     default_database,
     default_log_dir,
     default_model_cache_dir,
+    default_worker_name,
     expand,
+    is_postgres,
     read_file,
 )
 
@@ -74,6 +77,9 @@ class Inbox(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path
+    # Its stable name where machines share a queue: the job `media/a.wav` is the same file
+    # on every machine, whichever folder each mounts the share at. Default: the folder's.
+    name: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
     model: str | None = None
     language: str | None = None  # "auto": detect, even when the global setting fixes one
     task: Task | None = None
@@ -106,6 +112,18 @@ class Inbox(BaseModel):
     @classmethod
     def _expand_path(cls, value: Path) -> Path:
         return expand(value)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> Inbox:
+        if not self.name:  # frozen: set once, here
+            object.__setattr__(self, "name", _folder_name(self.path))
+        return self
+
+
+def _folder_name(path: Path) -> str:
+    """An inbox's default name: its folder's, in the characters a name may have."""
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.name).strip("-.")
+    return name or "inbox"
 
 
 @dataclass(frozen=True)
@@ -144,13 +162,17 @@ class Settings(BaseSettings):
     media_extensions: list[str] = Field(default_factory=lambda: list(MEDIA_EXTENSIONS))
 
     # Queue
-    database: Path = Field(default_factory=default_database)
+    database: Path | str = Field(default_factory=default_database)  # or postgresql://...
     max_attempts: int = Field(3, ge=1)
     poison_after_crashes: int = Field(3, ge=1)
     retry_backoff_seconds: float = Field(30.0, ge=0)
     busy_timeout_seconds: float = Field(BUSY_TIMEOUT_SECONDS, gt=0)
     # Free the models after this long with nothing queued; 0 keeps them loaded.
     idle_unload_seconds: float = Field(600.0, ge=0)
+    # Several machines, one queue: this daemon's name, and how long a job it claimed stays
+    # its own without a heartbeat (then it goes back to the queue, for any machine).
+    worker_name: str = Field(default_factory=default_worker_name, min_length=1)
+    lease_seconds: float = Field(60.0, gt=0)
 
     # Engine
     model: str = "tiny.en"
@@ -187,7 +209,12 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(5_000_000, gt=0)
     log_backups: int = Field(3, ge=0)
 
-    @field_validator("database", "model_cache_dir", "log_dir", "md_dir", mode="after")
+    @field_validator("database", mode="after")
+    @classmethod
+    def _database(cls, value: Path | str) -> Path | str:
+        return database_setting(value)
+
+    @field_validator("model_cache_dir", "log_dir", "md_dir", mode="after")
     @classmethod
     def _expand_paths(cls, value: Path | None) -> Path | None:
         return None if value is None else expand(value)
@@ -211,9 +238,23 @@ class Settings(BaseSettings):
             raise ValueError("an inbox is listed twice")
         return value
 
+    @model_validator(mode="after")
+    def _inbox_names_differ(self) -> Settings:
+        """A queue that machines share tells inboxes apart by name (alone, a SQLite queue
+        tells them apart by path, so two folders both called `inbox` are fine there)."""
+        names = [inbox.name for inbox in self.inboxes]
+        if is_postgres(self.database) and (
+            twice := sorted({n for n in names if names.count(n) > 1})
+        ):
+            raise ValueError(
+                f"two inboxes are named {twice[0]!r}: give each its own `name` (a queue "
+                "that machines share tells inboxes apart by name)"
+            )
+        return self
+
     @property
     def queue(self) -> Queue:
-        return Queue(self.database, self.busy_timeout_seconds)
+        return Queue(self.database, self.busy_timeout_seconds, self.worker_name)
 
     @property
     def inbox_paths(self) -> list[Path]:

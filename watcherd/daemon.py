@@ -13,12 +13,12 @@ import threading
 import time
 from pathlib import Path
 
-from watcherd import blas, log, outputs
+from watcherd import blas, fleet, log, outputs
 from watcherd.config import Settings
 from watcherd.idle import IdleUnloader
 from watcherd.instance import InstanceLock
 from watcherd.profiles import engine_for
-from watcherd.store import Store
+from watcherd.store import Store, open_store
 from watcherd.watcher import Watcher
 from watcherd.worker import Worker
 
@@ -68,16 +68,24 @@ class Daemon:
         lower_priority()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
-        store = Store(settings.database, busy_timeout=settings.busy_timeout_seconds)
+        store = self._open_store()
+        if store is None:  # stopped while the database could not be reached
+            lock.release()
+            return 0
         code = 0
         try:
             # Jobs a crash left running may have left a temp file beside their outputs.
-            outputs.discard_temps(p for job in store.jobs(state="running") for p in job.outputs)
-            interrupted = [job.id for job in store.jobs(state="running")]
-            requeued, failed = store.recover(settings.poison_after_crashes)
+            lost = self._lost_jobs(store)
+            outputs.discard_temps(p for job in lost for p in job.outputs)
+            interrupted = [job.id for job in lost]
+            requeued, failed = store.recover(
+                settings.poison_after_crashes, settings.lease_seconds if store.shared else None
+            )
             if requeued or failed:
                 self.log.info("recovered", requeued=requeued, failed=failed)
             for job in map(store.get, interrupted):
+                if job.state == "running":  # another machine took it meanwhile
+                    continue
                 if job.state == "failed":
                     self.log.error("job_failed", job_id=job.id, path=job.path, error=job.error)
                 else:
@@ -105,8 +113,12 @@ class Daemon:
             )
             worker = Worker(settings, store, engine, idle)
             watcher = Watcher(settings, store, on_queued=worker.wake)
+            heartbeat = fleet.Heartbeat(store, lease_seconds=settings.lease_seconds,
+                                        poison_after=settings.poison_after_crashes,
+                                        report=worker.report)  # fmt: skip
             watcher.start()
             worker.start()
+            heartbeat.start()
             lock.update(info)
             self.log.info("daemon_started", pid=os.getpid(), database=str(settings.database))
             while not self._stop.wait(0.5):
@@ -120,8 +132,48 @@ class Daemon:
                 self.log.warning("worker_did_not_stop", timeout=STOP_TIMEOUT_SECONDS)
                 for job in worker.claimed:
                     store.requeue(job.id)
+            heartbeat.stop()
         finally:
             store.close()
             lock.release()
         self.log.info("daemon_stopped", code=code)
         return code
+
+    def _open_store(self) -> Store | None:
+        """The queue's store; while its server cannot be reached, try again with a growing
+        pause (said once), until it answers or the daemon is asked to stop."""
+        outage, delay = None, 0.5
+        while True:
+            try:
+                store = open_store(self.settings)
+            except Exception as exc:
+                if not _unreachable(exc):
+                    raise
+                if outage is None:
+                    outage = time.time()
+                    self.log.warning("database_unavailable", by="daemon",
+                                     error=(str(exc).strip().splitlines() or [""])[0])  # fmt: skip
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, 30.0)
+                continue
+            if outage is not None:
+                self.log.info("database_back", by="daemon", after=round(time.time() - outage, 1))
+            return store
+
+    def _lost_jobs(self, store: Store) -> list:
+        """The running jobs `recover` puts back now: all of them when the daemon has the
+        database to itself; where machines share it, this worker's own (from a run that
+        died) and those whose lease expired."""
+        running = store.jobs(state="running")
+        if not store.shared:
+            return running
+        expired = time.time() - self.settings.lease_seconds
+        return [j for j in running if j.worker == store.worker or (j.heartbeat_at or 0) < expired]
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Whether opening the store failed because the database cannot be reached or used now
+    (DB-API's OperationalError: sqlite3's and psycopg's), not because of a bug or a bad
+    schema."""
+    return type(exc).__name__ == "OperationalError"

@@ -45,6 +45,26 @@ def config_path(explicit: Path | str | None = None) -> Path:
     return Path(chosen).expanduser() if chosen else default_config_path()
 
 
+def is_postgres(database: Path | str) -> bool:
+    """Whether the `database` setting names a PostgreSQL server rather than a SQLite file."""
+    return isinstance(database, str) and database.startswith(("postgresql://", "postgres://"))
+
+
+def database_setting(value: Path | str) -> Path | str:
+    """A `database` value as used: a postgresql:// URL as it is (a password in it is
+    refused: it belongs in PGPASSWORD or ~/.pgpass, not in a config file), else a path."""
+    if not is_postgres(str(value)):
+        return expand(value)
+    from urllib.parse import urlsplit
+
+    if urlsplit(str(value)).password is not None:
+        raise ValueError(
+            "a password in the URL: give it in PGPASSWORD or ~/.pgpass instead (README, "
+            '"Several machines, one queue")'
+        )
+    return str(value)
+
+
 def default_database() -> Path:
     return Path(platformdirs.user_data_dir(APP, appauthor=False)) / "jobs.db"
 
@@ -78,12 +98,16 @@ def read_file(explicit: Path | str | None = None) -> tuple[Path, dict]:
 class Queue:
     """Where the job queue is, and how long to wait for its lock."""
 
-    database: Path
+    database: Path | str  # a SQLite file, or a postgresql:// URL
     busy_timeout_seconds: float
+    worker_name: str = ""
 
     @property
     def lock(self) -> Path:
-        """The daemon's single-instance lock, beside the database."""
+        """The daemon's single-instance lock: beside a SQLite file; for a server that
+        several machines share, one per worker name in this user's data folder."""
+        if is_postgres(self.database):
+            return default_database().with_name(f"{self.worker_name}.postgres.lock")
         return self.database.with_name(self.database.name + ".lock")
 
 
@@ -100,6 +124,13 @@ def queue(explicit: Path | str | None = None) -> Queue:
     database, source = pick("database", default_database())
     if not isinstance(database, (str, Path)) or not str(database):
         raise ConfigError(f"{source}: invalid value {database!r} for 'database': not a path")
+    try:
+        database = database_setting(database)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: invalid value for 'database': {exc}") from None
+    worker, source = pick("worker_name", None)
+    if worker is not None and (not isinstance(worker, str) or not worker):
+        raise ConfigError(f"{source}: invalid value {worker!r} for 'worker_name': a name")
     timeout, source = pick("busy_timeout_seconds", BUSY_TIMEOUT_SECONDS)
     try:
         seconds = float(timeout)
@@ -110,4 +141,11 @@ def queue(explicit: Path | str | None = None) -> Queue:
             f"{source}: invalid value {timeout!r} for 'busy_timeout_seconds': "
             "a number of seconds above 0"
         )
-    return Queue(expand(database), seconds)
+    return Queue(database, seconds, worker or default_worker_name())
+
+
+def default_worker_name() -> str:
+    """This machine's name in a queue several machines share: its host name."""
+    import socket
+
+    return socket.gethostname()

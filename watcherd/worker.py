@@ -8,14 +8,13 @@ that job with a message naming the file and the cause, and the next job runs.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from watcherd import faults, hooks, log, notify, outputs, subtitled
+from watcherd import faults, fleet, hooks, log, notify, outputs, subtitled
 from watcherd.config import Profile, Settings
 from watcherd.engine import AudioError, Cancelled, Checkpoint, Engine, ModelError, Request
 from watcherd.engine.audio.decode import SAMPLE_RATE
@@ -60,6 +59,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         self.hooks = hooks.Hooks(settings, store, self._stop, self._db)
         self.notifications: notify.Notifications | notify.Silent = notify.Silent()
+        self.outage = fleet.Outage(store, "worker")
+        self.last_speed: float | None = None  # × realtime of the latest finished job
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="watcherd-worker", daemon=True)
@@ -80,6 +81,13 @@ class Worker:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def report(self) -> dict:
+        """What this worker does now, for the fleet (`Store.heartbeat`)."""
+        running = next(iter(self.active), None)
+        model = self.settings.profile(self.active[running].path).model if running else None
+        return {"model": model or self.settings.model, "job_id": running,
+                "speed": self.last_speed}  # fmt: skip
 
     @property
     def claimed(self) -> list[Job]:
@@ -103,8 +111,12 @@ class Worker:
                         self._wake.wait(IDLE_POLL_SECONDS)
                         self._wake.clear()
                         continue
+                    self.outage.ok()
                     self.process(job)
-                except Exception:  # the database failed (locked, disk full): retry later
+                except self.store.errors as exc:  # locked, disk full, the server away
+                    self.outage.failed(exc)  # said once, not each time
+                    self._stop.wait(IDLE_POLL_SECONDS)
+                except Exception:  # a bug: said with its trace; keep the daemon
                     self.log.exception("worker_error")
                     self._stop.wait(IDLE_POLL_SECONDS)
             self._release_next("shutdown")
@@ -227,6 +239,7 @@ class Worker:
         if not finished:
             joblog.info("job_cancelled", outputs=written)
             return
+        self.last_speed = outcome.realtime_factor
         joblog.info(
             "job_done",
             audio_seconds=outcome.audio_seconds,
@@ -256,7 +269,10 @@ class Worker:
         )
         # Claim the names before writing: a retry after a crash mid-write then knows
         # they are its own to replace, instead of writing `talk.m4a.txt` beside them.
-        self._db(self.store.plan_outputs, job.id, [str(p) for p in paths.values()])
+        # A job that is no longer ours (cancelled, or its lease lapsed and another machine
+        # took it) writes nothing: outputs are written once.
+        if not self._db(self.store.plan_outputs, job.id, [str(p) for p in paths.values()]):
+            return []
         faults.checkpoint("outputs.write")
         return outputs.write(transcript, paths, style(profile))
 
@@ -297,8 +313,9 @@ class Worker:
         while True:
             try:
                 return call(*args, **kwargs)
-            except sqlite3.Error as exc:
-                self.log.warning("database_retry", error=str(exc), retry_in=delay)
+            except self.store.errors as exc:
+                error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                self.log.warning("database_retry", error=error, retry_in=delay)
                 if self._stop.wait(delay):
                     raise  # shutting down: recover() puts the job back at the next start
                 delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
@@ -317,7 +334,7 @@ class Worker:
                 try:
                     running = self.store.set_progress(job.id, 100.0 * fraction)
                     paused = self.store.paused()
-                except sqlite3.Error:  # locked: progress can wait for the next report
+                except self.store.errors:  # locked, or away: progress can wait
                     return
                 if not running:
                     raise Cancelled(job.path)  # this job only
