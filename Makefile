@@ -26,11 +26,12 @@ ifeq ($(UNAME),Linux)
 	# pull several GB of CUDA packages.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 endif
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,postgres]"
 	$(BIN)/watcherd prepare
 	touch $(STAMP)
 
-# OpenBLAS for MLX on Linux (root or passwordless sudo installs it; otherwise say so).
+# OpenBLAS for MLX on Linux, and the PostgreSQL server the tests start a throwaway
+# cluster of (root or passwordless sudo installs them; otherwise say so).
 system-deps:
 ifeq ($(UNAME),Linux)
 	@if ! ls /usr/lib/*/libopenblas.so.0 /usr/lib/*/openblas-pthread/libopenblas.so.0 2>/dev/null | grep -q .; then \
@@ -38,6 +39,12 @@ ifeq ($(UNAME),Linux)
 		else echo "WARNING: install libopenblas0-pthread for ~40x faster MLX on CPU"; exit 0; fi; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libopenblas0-pthread; \
+	fi
+	@if ! ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | grep -q .; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo"; \
+		else echo "WARNING: install postgresql: the tests start a PostgreSQL server"; exit 0; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
 	fi
 endif
 

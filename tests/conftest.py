@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -77,3 +78,27 @@ def no_thread_leaks():
 @pytest.fixture
 def config_file(tmp_path, model_cache) -> Path:
     return write_config(tmp_path, model_cache)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A real PostgreSQL server for the session (`pgcluster`), stopped at the end."""
+    from pgcluster import Cluster, server_binaries
+
+    bindir = server_binaries()
+    if bindir is None:
+        pytest.fail("PostgreSQL's server is not installed (`make system-deps` installs it)")
+    cluster = Cluster(bindir)
+    try:
+        cluster.start()
+    except subprocess.CalledProcessError as exc:
+        cluster.stop()
+        pytest.fail(f"cannot start a PostgreSQL cluster: {exc.stderr or exc.stdout}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster) -> str:
+    """A fresh database on the session's server: its postgresql:// URL."""
+    return postgres_cluster.create_database()

@@ -10,6 +10,7 @@ psycopg is imported only when a URL asks for it: `status` on SQLite stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,10 +53,11 @@ def open_store(
     readonly: bool = False,
     busy_timeout: float | None = None,
     worker: str | None = None,
+    inboxes: Mapping[str, Path] | None = None,
 ) -> Store:
     """The store `source` names: the daemon's settings (its database, worker name and
-    inboxes), or a database alone (a path or a postgresql:// URL)."""
-    inboxes: dict[str, Path] = {}
+    inboxes), or a database alone (a path or a postgresql:// URL) with the worker's name
+    and its inboxes by name."""
     if hasattr(source, "database"):  # Settings
         settings = source
         source = settings.database
