@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -68,6 +69,13 @@ def _command(value):
 
 
 Command = Annotated[tuple[str, ...], BeforeValidator(_command)]
+
+
+def _database(value) -> Path | str:
+    """A SQLite file's path, or a postgresql:// URL (without a password)."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError("a path, or a postgresql:// URL")
+    return database_setting(value)
 
 
 class Inbox(BaseModel):
@@ -162,7 +170,9 @@ class Settings(BaseSettings):
     media_extensions: list[str] = Field(default_factory=lambda: list(MEDIA_EXTENSIONS))
 
     # Queue
-    database: Path | str = Field(default_factory=default_database)  # or postgresql://...
+    database: Annotated[Path | str, PlainValidator(_database)] = Field(
+        default_factory=default_database
+    )
     max_attempts: int = Field(3, ge=1)
     poison_after_crashes: int = Field(3, ge=1)
     retry_backoff_seconds: float = Field(30.0, ge=0)
@@ -171,7 +181,8 @@ class Settings(BaseSettings):
     idle_unload_seconds: float = Field(600.0, ge=0)
     # Several machines, one queue: this daemon's name, and how long a job it claimed stays
     # its own without a heartbeat (then it goes back to the queue, for any machine).
-    worker_name: str = Field(default_factory=default_worker_name, min_length=1)
+    worker_name: str | None = Field(None, min_length=1)  # None: the host name
+
     lease_seconds: float = Field(60.0, gt=0)
 
     # Engine
@@ -208,11 +219,6 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: int = Field(5_000_000, gt=0)
     log_backups: int = Field(3, ge=0)
-
-    @field_validator("database", mode="after")
-    @classmethod
-    def _database(cls, value: Path | str) -> Path | str:
-        return database_setting(value)
 
     @field_validator("model_cache_dir", "log_dir", "md_dir", mode="after")
     @classmethod
@@ -254,7 +260,12 @@ class Settings(BaseSettings):
 
     @property
     def queue(self) -> Queue:
-        return Queue(self.database, self.busy_timeout_seconds, self.worker_name)
+        return Queue(self.database, self.busy_timeout_seconds, self.worker)
+
+    @property
+    def worker(self) -> str:
+        """This daemon's name in a shared queue: `worker_name`, else the host name."""
+        return self.worker_name or default_worker_name()
 
     @property
     def inbox_paths(self) -> list[Path]:

@@ -62,7 +62,7 @@ def open_store(
         settings = source
         source = settings.database
         busy_timeout = busy_timeout or settings.busy_timeout_seconds
-        worker = worker or settings.worker_name
+        worker = worker or settings.worker
         inboxes = {inbox.name: inbox.path for inbox in settings.inboxes}
     timeout = busy_timeout or BUSY_TIMEOUT_SECONDS
     if is_postgres(source):
