@@ -102,6 +102,7 @@ def _job_dict(job) -> dict:
         "processing_seconds": job.processing_seconds,
         "speed": round(job.speed, 2) if job.speed else None,
         "outputs": job.outputs,
+        "worker": job.worker,
         "model": job.model,
         "language": job.language,
         "created_at": job.created_at,
@@ -207,7 +208,7 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
     # Read-only: never migrates, never holds up the daemon's writes.
     try:
         store = open_store(queue.database, readonly=True, busy_timeout=queue.busy_timeout_seconds,
-                           worker=queue.worker_name)  # fmt: skip
+                           worker=queue.worker_name, inboxes=queue.inboxes)  # fmt: skip
     except ConfigError as exc:  # a postgresql:// database without the extra installed
         _bad_configuration(exc)
     except Exception as exc:  # the server cannot be reached

@@ -37,6 +37,7 @@ from watcherd.locations import (
     default_model_cache_dir,
     default_worker_name,
     expand,
+    folder_name,
     is_postgres,
     read_file,
 )
@@ -124,14 +125,8 @@ class Inbox(BaseModel):
     @model_validator(mode="after")
     def _default_name(self) -> Inbox:
         if not self.name:  # frozen: set once, here
-            object.__setattr__(self, "name", _folder_name(self.path))
+            object.__setattr__(self, "name", folder_name(self.path))
         return self
-
-
-def _folder_name(path: Path) -> str:
-    """An inbox's default name: its folder's, in the characters a name may have."""
-    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.name).strip("-.")
-    return name or "inbox"
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ holds the two readers equal. Everything else is validated by `config.load_settin
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -101,6 +102,7 @@ class Queue:
     database: Path | str  # a SQLite file, or a postgresql:// URL
     busy_timeout_seconds: float
     worker_name: str = ""
+    inboxes: dict[str, Path] = field(default_factory=dict)  # by name: a shared queue's
 
     @property
     def lock(self) -> Path:
@@ -141,7 +143,26 @@ def queue(explicit: Path | str | None = None) -> Queue:
             f"{source}: invalid value {timeout!r} for 'busy_timeout_seconds': "
             "a number of seconds above 0"
         )
-    return Queue(database, seconds, worker or default_worker_name())
+    inboxes: dict[str, Path] = {}
+    if is_postgres(database):  # its jobs' paths are read through this machine's inboxes
+        listed, _ = pick("inboxes", [])
+        if isinstance(listed, str):
+            try:
+                listed = json.loads(listed)
+            except ValueError:
+                listed = []
+        for inbox in listed if isinstance(listed, list) else []:
+            entry = inbox if isinstance(inbox, dict) else {"path": inbox}
+            if isinstance(entry.get("path"), str):
+                path = expand(entry["path"])
+                inboxes[entry.get("name") or folder_name(path)] = path
+    return Queue(database, seconds, worker or default_worker_name(), inboxes)
+
+
+def folder_name(path: Path) -> str:
+    """An inbox's default name: its folder's, in the characters a name may have."""
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.name).strip("-.")
+    return name or "inbox"
 
 
 def default_worker_name() -> str:

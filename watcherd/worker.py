@@ -169,7 +169,7 @@ class Worker:
                               save=self._saver(job), resume=self._resume(job))  # fmt: skip
             if self._stop.is_set():
                 return
-            job = None if key[2] is not None else self.store.claim()  # a suspect: alone
+            job = None if key[2] is not None else self._db(self.store.claim)  # a suspect: alone
             if job is not None and self._stream_key(job) != key:
                 self._next, job = job, None
 
