@@ -40,6 +40,7 @@ from watcherd.locations import (
     folder_name,
     is_postgres,
     read_file,
+    redact,
 )
 
 __all__ = ["ConfigError", "Inbox", "Profile", "Settings", "config_path", "load_settings"]
@@ -388,5 +389,7 @@ def _explain(exc: ValidationError, file: Path, values: dict) -> str:
             continue
         source = f"environment variable {env_name}" if env_name in os.environ else str(file)
         value = os.environ.get(env_name, values.get(top, error.get("input")))
+        if top == "database" and isinstance(value, str):
+            value = redact(value)
         lines.append(f"{source}: invalid value {value!r} for {key!r}: {error['msg']}")
     return "\n".join(lines)

@@ -66,6 +66,15 @@ def database_setting(value: Path | str) -> Path | str:
     return str(value)
 
 
+def redact(database: str) -> str:
+    """A database URL fit for a message: a password in it is not repeated."""
+    if not is_postgres(database) or "@" not in database:
+        return database
+    scheme, rest = database.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
 def default_database() -> Path:
     return Path(platformdirs.user_data_dir(APP, appauthor=False)) / "jobs.db"
 
