@@ -11,6 +11,7 @@ class Word:
     end: float
     word: str
     probability: float
+    speaker: int | None = None  # index into Transcript.speakers, when diarized
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,16 @@ class Segment:
     words: tuple[Word, ...] = ()
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    speaker: int | None = None  # index into Transcript.speakers, when diarized
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A stretch of time in which one speaker talks (turns of two speakers may overlap)."""
+
+    start: float
+    end: float
+    speaker: int
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,10 @@ class Transcript:
     task: str = "transcribe"
     backend: str = ""
     language_probability: float | None = None  # None: set, not detected
+    # Diarized transcripts only: the speakers' labels ("Speaker 1", or a name), in order
+    # of first appearance, and who spoke when.
+    speakers: tuple[str, ...] = ()
+    turns: tuple[Turn, ...] = ()
 
     @property
     def text(self) -> str:

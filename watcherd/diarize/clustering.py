@@ -1,0 +1,76 @@
+"""From per-window speaker embeddings to global speakers (SciPy's hierarchy and Hungarian).
+
+Embeddings are L2-normalised, so Euclidean distance d and cosine distance c relate by
+d = sqrt(2c): thresholds are given as cosine distances.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.optimize import linear_sum_assignment
+
+from watcherd.diarize import SpeakerHint
+
+MIN_CLUSTER_SIZE = 2  # embeddings: a smaller cluster joins its nearest (unless hinted)
+
+
+def cluster(
+    vectors: np.ndarray, hint: SpeakerHint, threshold: float, min_share: float
+) -> np.ndarray:
+    """A cluster number (0, 1, ...) per embedding."""
+    n = len(vectors)
+    if n == 1:
+        return np.zeros(1, dtype=int)
+    tree = linkage(vectors, method="centroid", metric="euclidean")
+    if hint.exactly:
+        labels = fcluster(tree, min(hint.exactly, n), "maxclust") - 1
+        return _renumber(labels)
+    labels = fcluster(tree, np.sqrt(2 * threshold), "distance") - 1
+    labels = _absorb_small(vectors, _renumber(labels), max(MIN_CLUSTER_SIZE, min_share * n))
+    count = labels.max() + 1
+    if hint.maximum and count > hint.maximum:
+        labels = _renumber(fcluster(tree, hint.maximum, "maxclust") - 1)
+    elif hint.minimum and count < hint.minimum:
+        labels = _renumber(fcluster(tree, min(hint.minimum, n), "maxclust") - 1)
+    return labels
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    return np.unique(labels, return_inverse=True)[1]
+
+
+def _absorb_small(vectors: np.ndarray, labels: np.ndarray, min_size: float) -> np.ndarray:
+    sizes = np.bincount(labels)
+    large = np.flatnonzero(sizes >= min_size)
+    if len(large) == 0:
+        large = np.array([int(sizes.argmax())])
+    if len(large) == len(sizes):
+        return labels
+    centroids = np.stack([vectors[labels == c].mean(0) for c in large])
+    small = ~np.isin(labels, large)
+    nearest = (vectors[small] @ centroids.T).argmax(1)
+    labels = labels.copy()
+    labels[small] = large[nearest]
+    return _renumber(labels)
+
+
+def assign(
+    windows: int, vectors: np.ndarray, owners: list[tuple[int, int]], centroids: np.ndarray
+) -> np.ndarray:
+    """(windows, 3) global speaker of each window's local speaker, -1 where none: the
+    local speakers of one window go to different speakers, the most similar overall
+    (unless the window has more local speakers than there are speakers)."""
+    mapping = np.full((windows, 3), -1, dtype=int)
+    similarity = vectors @ centroids.T
+    by_window: dict[int, list[int]] = {}
+    for row, (window, _) in enumerate(owners):
+        by_window.setdefault(window, []).append(row)
+    for window, rows in by_window.items():
+        chosen, speakers = linear_sum_assignment(similarity[rows], maximize=True)
+        for r, s in zip(chosen, speakers, strict=True):
+            mapping[window, owners[rows[r]][1]] = s
+        # More local speakers than speakers found: the rest join their nearest one.
+        for r in set(range(len(rows))) - set(chosen):
+            mapping[window, owners[rows[r]][1]] = int(similarity[rows[r]].argmax())
+    return mapping
