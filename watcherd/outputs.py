@@ -1,4 +1,10 @@
-"""Transcript files beside each source: txt, srt, vtt and json, written atomically.
+"""Transcript files beside each source: txt, srt, vtt, json (and rttm), written atomically.
+
+A diarized transcript (one with `speakers`) carries its labels in every format: txt has a
+paragraph per speaker turn (`Speaker 1: ...`), SRT a prefix on each cue that starts a
+turn, WebVTT a voice tag (`<v Speaker 1>`) on every cue, JSON a `speaker` on each segment
+and word and the `speakers` list, RTTM the turns. Without speakers each format is exactly
+what it was before diarization existed.
 
 Names: `talk.m4a` gives `talk.txt`, `talk.srt`, ... When another media file shares the
 stem (`talk.wav`), or a file at that name is not ours to replace, the full source name is
@@ -32,26 +38,56 @@ def _clock(seconds: float, separator: str) -> str:
 
 
 def render_txt(t: Transcript) -> str:
-    return "".join(f"{s.text.strip()}\n" for s in t.segments if s.text.strip())
+    if not t.speakers:
+        return "".join(f"{s.text.strip()}\n" for s in t.segments if s.text.strip())
+    paragraphs: list[tuple[int | None, list[str]]] = []
+    for s in t.segments:
+        if not s.text.strip():
+            continue
+        if not paragraphs or paragraphs[-1][0] != s.speaker:
+            paragraphs.append((s.speaker, []))
+        paragraphs[-1][1].append(s.text.strip())
+    return "\n".join(f"{t.speakers[speaker]}: {' '.join(texts)}\n" for speaker, texts in paragraphs)
 
 
 def render_srt(t: Transcript, layout: Layout | None = None) -> str:
+    def text(c) -> str:
+        prefix = f"{t.speakers[c.speaker]}: " if c.new_turn else ""
+        return prefix + c.text()
+
     blocks = [
-        f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{c.text()}\n"
+        f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{text(c)}\n"
         for n, c in enumerate(cues(t.segments, layout or Layout()), start=1)
     ]
     return "\n".join(blocks)
 
 
 def render_vtt(t: Transcript, layout: Layout | None = None) -> str:
+    def text(c) -> str:
+        voice = "" if c.speaker is None else f"<v {escape_vtt(t.speakers[c.speaker])}>"
+        return voice + c.text(escape_vtt)
+
     blocks = [
-        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{c.text(escape_vtt)}\n"
+        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{text(c)}\n"
         for c in cues(t.segments, layout or Layout())
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
+def render_rttm(t: Transcript) -> str:
+    """NIST's RTTM, the format diarization is scored in: one SPEAKER line per turn."""
+    uri = "_".join(Path(t.source).stem.split()) or "audio"
+    return "".join(
+        f"SPEAKER {uri} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> "
+        f"{'_'.join(t.speakers[turn.speaker].split())} <NA> <NA>\n"
+        for turn in t.turns
+    )
+
+
 def render_json(t: Transcript) -> str:
+    def speaker(item) -> dict:
+        return {} if item.speaker is None else {"speaker": t.speakers[item.speaker]}
+
     data = {
         "source": os.path.basename(t.source),
         "text": t.text,
@@ -68,6 +104,7 @@ def render_json(t: Transcript) -> str:
                 "start": round(s.start, 3),
                 "end": round(s.end, 3),
                 "text": s.text.strip(),
+                **speaker(s),
                 **(
                     {
                         "words": [
@@ -76,6 +113,7 @@ def render_json(t: Transcript) -> str:
                                 "end": round(w.end, 3),
                                 "word": w.word,
                                 "probability": round(w.probability, 4),
+                                **speaker(w),
                             }
                             for w in s.words
                         ]
@@ -86,6 +124,7 @@ def render_json(t: Transcript) -> str:
             }
             for i, s in enumerate(t.segments)
         ],
+        **({"speakers": list(t.speakers)} if t.speakers else {}),
         "generator": f"watcherd {__version__}",
     }
     return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
@@ -96,6 +135,7 @@ RENDERERS: dict[str, Callable[[Transcript], str]] = {
     "srt": render_srt,
     "vtt": render_vtt,
     "json": render_json,
+    "rttm": render_rttm,
 }
 
 
