@@ -34,8 +34,8 @@ MEDIA_EXTENSIONS = [
     "ogg", "opus", "wav", "wma", "weba", "3gp", "avi", "m4v", "mkv", "mov", "mp4", "mpeg",
     "mpg", "ts", "webm", "wmv",
 ]  # fmt: skip
-FORMATS = ("txt", "srt", "vtt", "json")
-Format = Literal["txt", "srt", "vtt", "json"]
+FORMATS = ("txt", "srt", "vtt", "json")  # the default; "rttm" is there for diarized files
+Format = Literal["txt", "srt", "vtt", "json", "rttm"]
 Task = Literal["transcribe", "translate"]
 Priority = Literal["low", "normal", "high"]  # store.PRIORITIES gives their order
 
@@ -58,6 +58,11 @@ class Inbox(BaseModel):
     subtitle_max_lines: int | None = Field(None, ge=1)
     subtitle_max_cue_seconds: float | None = Field(None, gt=0)
     subtitle_highlight_words: bool | None = None
+    diarize: bool | None = None
+    speakers: int | None = Field(None, ge=1)
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+    speaker_names: dict[str, Path] | None = None
     # Where its files stand in the queue; not a transcription setting, so not in Profile.
     priority: Priority = "normal"
 
@@ -70,6 +75,19 @@ class Inbox(BaseModel):
     @classmethod
     def _expand_path(cls, value: Path) -> Path:
         return expand(value)
+
+    _expand_voices = field_validator("speaker_names", mode="after")(
+        classmethod(lambda cls, value: _expand_voices(value))
+    )
+
+
+def _expand_voices(value: dict[str, Path] | None) -> dict[str, Path] | None:
+    if value is None:
+        return None
+    for name in value:
+        if not name.strip():
+            raise ValueError("a speaker name is empty")
+    return {name.strip(): expand(path) for name, path in value.items()}
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,11 @@ class Profile:
     subtitle_max_lines: int
     subtitle_max_cue_seconds: float
     subtitle_highlight_words: bool
+    diarize: bool = False
+    speakers: int | None = None  # exactly this many (wins over the range)
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    speaker_names: tuple[tuple[str, Path], ...] = ()  # (name, reference clip)
 
 
 class Settings(BaseSettings):
@@ -124,6 +147,13 @@ class Settings(BaseSettings):
     subtitle_max_cue_seconds: float = Field(7.0, gt=0)
     subtitle_highlight_words: bool = False
 
+    # Speakers
+    diarize: bool = False
+    speakers: int | None = Field(None, ge=1)
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+    speaker_names: dict[str, Path] | None = None
+
     # Logs
     log_dir: Path = Field(default_factory=default_log_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -134,6 +164,29 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_paths(cls, value: Path) -> Path:
         return expand(value)
+
+    @field_validator("speaker_names", mode="after")
+    @classmethod
+    def _expand_voices(cls, value: dict[str, Path] | None) -> dict[str, Path] | None:
+        return _expand_voices(value)
+
+    @model_validator(mode="after")
+    def _speakers_consistent(self) -> Settings:
+        """Per profile: a range that is one, and rttm only where there are speakers."""
+        for inbox in [None, *self.inboxes]:
+            profile = self.profile(inbox.path / "file" if inbox else None)
+            where = f" (inbox {inbox.path})" if inbox else ""
+            low, high = profile.min_speakers, profile.max_speakers
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"min_speakers {low} is above max_speakers {high}{where}")
+            if "rttm" in profile.formats and not profile.diarize:
+                raise ValueError(f"the rttm format needs diarize = true{where}")
+        return self
+
+    @property
+    def diarizes(self) -> bool:
+        """Whether some file may be diarized (the global setting or an inbox's)."""
+        return self.diarize or any(inbox.diarize for inbox in self.inboxes)
 
     @field_validator("media_extensions", mode="after")
     @classmethod
@@ -188,12 +241,19 @@ class Settings(BaseSettings):
             task=pick("task"),
             initial_prompt=pick("initial_prompt"),
             formats=tuple(pick("formats")),
-            # highlighted subtitles are made of word timings
-            word_timestamps=pick("word_timestamps") or pick("subtitle_highlight_words"),
+            # highlighted subtitles are made of word timings; speakers change between words
+            word_timestamps=pick("word_timestamps")
+            or pick("subtitle_highlight_words")
+            or pick("diarize"),
             subtitle_max_line_chars=pick("subtitle_max_line_chars"),
             subtitle_max_lines=pick("subtitle_max_lines"),
             subtitle_max_cue_seconds=pick("subtitle_max_cue_seconds"),
             subtitle_highlight_words=pick("subtitle_highlight_words"),
+            diarize=pick("diarize"),
+            speakers=pick("speakers"),
+            min_speakers=pick("min_speakers"),
+            max_speakers=pick("max_speakers"),
+            speaker_names=tuple((pick("speaker_names") or {}).items()),
         )
 
     @property
@@ -229,9 +289,17 @@ def load_settings(path: Path | str | None = None) -> Settings:
     if unknown:
         raise ConfigError(f"environment: unknown setting(s) {', '.join(unknown)}")
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, file, values)) from None
+    if settings.diarizes:
+        from watcherd import diarize  # light: finds the model package without importing it
+
+        try:
+            diarize.available()
+        except diarize.DiarizationUnavailable as exc:
+            raise ConfigError(f"{file}: diarize = true, but {exc}") from None
+    return settings
 
 
 def _explain(exc: ValidationError, file: Path, values: dict) -> str:

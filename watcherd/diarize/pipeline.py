@@ -240,4 +240,6 @@ def _reconstruct(starts, local, mapping, speakers: int, total: int):
     first_seen: dict[int, int] = {}
     for _, _, speaker in turns:
         first_seen.setdefault(speaker, len(first_seen))
-    return [Turn(round(s, 3), round(e, 3), first_seen[k]) for s, e, k in turns], list(first_seen)
+    return [Turn(round(float(s), 3), round(float(e), 3), first_seen[k]) for s, e, k in turns], list(
+        first_seen
+    )
