@@ -487,6 +487,7 @@ def transcribe(
     """Transcribe files now, without the daemon, loading the model once. On a terminal
     each file shows a progress bar (audio done, speed, ETA)."""
     from watcherd import log, outputs, progress
+    from watcherd.diarize.background import Speakers
     from watcherd.engine import AudioError, ModelError
     from watcherd.engine.audio.decode import probe_seconds
     from watcherd.profiles import decode_options, engine_for, layout
@@ -496,6 +497,7 @@ def transcribe(
     if output_dir:
         output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
+    speakers = Speakers(settings.model_cache_dir)
     with progress.FileBars(progress.wanted(as_json)) as bars:
         for path in paths:
             profile = settings.profile(path)  # a file inside an inbox gets that inbox's settings
@@ -504,7 +506,10 @@ def transcribe(
                 engine.load()  # a model that cannot load is reported before any file
                 report, finished = bars.track(path, probe_seconds(path))
                 try:
-                    transcript = engine.transcribe(path, decode_options(profile), report)
+                    with speakers.beside(path, profile) as diarizing:
+                        transcript = engine.transcribe(path, decode_options(profile), report)
+                        if diarizing:
+                            transcript = diarizing.label(transcript)
                 finally:
                     finished()
                 planned = outputs.plan(

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from watcherd import faults, log, outputs
 from watcherd.config import Profile, Settings
+from watcherd.diarize.background import Speakers
 from watcherd.engine import AudioError, Engine, ModelError
 from watcherd.idle import IdleUnloader
 from watcherd.profiles import decode_options, engine_for, layout
@@ -44,6 +45,7 @@ class Worker:
         self.idle = idle or IdleUnloader(settings.idle_unload_seconds, store)
         self.log = log.get()
         self.current: Job | None = None
+        self.speakers = Speakers(settings.model_cache_dir)  # loads when a file needs it
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,9 +94,12 @@ class Worker:
             outputs.check_writable(Path(job.path).parent)  # before spending the work
             engine = self._engine(profile.model)
             self.idle.busy(engine)  # loads the model again if idleness unloaded it
-            transcript = engine.transcribe(
-                job.path, decode_options(profile), self._progress_reporter(job)
-            )
+            with self.speakers.beside(job.path, profile) as diarizing:
+                transcript = engine.transcribe(
+                    job.path, decode_options(profile), self._progress_reporter(job)
+                )
+                if diarizing:
+                    transcript = diarizing.label(transcript)
             written = self._write(job, transcript, profile)
         except JobStopped:
             if self._stop.is_set():
