@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,14 @@ def test_the_onnx_models_compute_what_the_torch_models_do(diarizer, voices):
             expected = campplus.eval()(torch.from_numpy(features)).numpy()
         got = diarizer.embedding.run(None, {"features": features})[0]
         assert np.abs(expected - got).max() < 1e-3 * np.abs(expected).max()
+
+
+def test_prepare_exports_the_diarization_models_once(tmp_path, model_cache, engine):
+    config = write_config(tmp_path, model_cache, diarize=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "watcherd", "prepare", "--config", str(config)],
+        capture_output=True, text=True, env=cli_env(tmp_path), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = done.stdout.split("diarization: ")[1].strip()
+    assert sorted(p.name for p in Path(folder).iterdir()) == ["embedding.onnx", "segmentation.onnx"]

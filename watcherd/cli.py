@@ -553,7 +553,7 @@ def _transcribed(path: Path, transcript, written: list[str], as_json: bool) -> s
 @cli.command()
 @config_option
 def prepare(config: Path | None) -> None:
-    """Convert and cache the configured model now (setup runs this once)."""
+    """Convert and cache the configured models now (setup runs this once)."""
     from watcherd.engine import ModelError
     from watcherd.profiles import engine_for
 
@@ -565,6 +565,11 @@ def prepare(config: Path | None) -> None:
             click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
             sys.exit(EX_CONFIG)
         click.echo(f"model {model}: {loaded.path} ({loaded.dtype})")
+    if settings.diarizes:  # the one-time ONNX export, now rather than in the first job
+        from watcherd.diarize.weights import onnx_models
+
+        segmentation, embedding = onnx_models(settings.model_cache_dir)
+        click.echo(f"diarization: {segmentation.parent}")
 
 
 @cli.command()
