@@ -84,6 +84,29 @@ def test_without_diarization_the_extra_is_not_needed(tmp_path, audio_dir):
     assert done.returncode == 0, done.stderr
 
 
+def test_a_hinted_count_is_spent_on_speakers_not_on_an_outlier():
+    from watcherd.diarize import SpeakerHint
+    from watcherd.diarize.clustering import cluster
+
+    rng = np.random.default_rng(1)
+    voices = [v / np.linalg.norm(v) for v in rng.normal(size=(4, 192))]
+
+    def near(v):
+        return [v + 0.01 * rng.normal(size=192) for _ in range(20)]
+
+    # three speakers of 20 embeddings each, and one odd embedding (a cough)
+    vectors = np.stack(near(voices[0]) + near(voices[1]) + near(voices[2]) + [voices[3]])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert cluster(vectors, SpeakerHint(), 0.3, 0.01).max() + 1 == 3
+    for hint in (SpeakerHint(exactly=2), SpeakerHint(maximum=2)):
+        labels = cluster(vectors, hint, 0.3, 0.01)
+        assert labels.max() + 1 == 2
+        assert all(len(set(labels[k : k + 20])) == 1 for k in (0, 20, 40)), "no speaker split"
+    labels = cluster(vectors, SpeakerHint(exactly=3), 0.3, 0.01)
+    assert [len(set(labels[k : k + 20])) for k in (0, 20, 40)] == [1, 1, 1]
+    assert len({labels[0], labels[20], labels[40]}) == 3
+
+
 # --- the diarizer on real speech -------------------------------------------------------
 
 

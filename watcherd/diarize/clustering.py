@@ -12,7 +12,7 @@ from scipy.optimize import linear_sum_assignment
 
 from watcherd.diarize import SpeakerHint
 
-MIN_CLUSTER_SIZE = 2  # embeddings: a smaller cluster joins its nearest (unless hinted)
+MIN_CLUSTER_SIZE = 2  # embeddings: a smaller cluster joins its nearest
 
 
 def cluster(
@@ -23,16 +23,37 @@ def cluster(
     if n == 1:
         return np.zeros(1, dtype=int)
     tree = linkage(vectors, method="centroid", metric="euclidean")
+    min_size = max(MIN_CLUSTER_SIZE, min_share * n)
     if hint.exactly:
-        labels = fcluster(tree, min(hint.exactly, n), "maxclust") - 1
-        return _renumber(labels)
+        return _cut_into(tree, vectors, hint.exactly, min_size)
     labels = fcluster(tree, np.sqrt(2 * threshold), "distance") - 1
-    labels = _absorb_small(vectors, _renumber(labels), max(MIN_CLUSTER_SIZE, min_share * n))
+    labels = _absorb_small(vectors, _renumber(labels), min_size)
     count = labels.max() + 1
     if hint.maximum and count > hint.maximum:
-        labels = _renumber(fcluster(tree, hint.maximum, "maxclust") - 1)
+        labels = _cut_into(tree, vectors, hint.maximum, min_size)
     elif hint.minimum and count < hint.minimum:
-        labels = _renumber(fcluster(tree, min(hint.minimum, n), "maxclust") - 1)
+        labels = _cut_into(tree, vectors, hint.minimum, min_size)
+    return labels
+
+
+def _cut_into(tree, vectors: np.ndarray, k: int, min_size: float) -> np.ndarray:
+    """k clusters: the tree cut lower and lower until k of them are large, the small ones
+    joining their nearest (cutting straight into k would spend clusters on outliers, a
+    cough or two voices at once, and merge real speakers); where the cut gives more (the
+    centroid tree is not monotonic), the two closest clusters merge until k are left."""
+    n = len(vectors)
+    for m in range(min(k, n), min(n, 4 * k + 50) + 1):
+        labels = _absorb_small(vectors, _renumber(fcluster(tree, m, "maxclust") - 1), min_size)
+        if labels.max() + 1 >= k:
+            break
+    else:  # fewer than k large clusters: small ones count too
+        labels = _renumber(fcluster(tree, min(n, 4 * k + 50), "maxclust") - 1)
+    while labels.max() + 1 > k:
+        centroids = np.stack([vectors[labels == c].mean(0) for c in range(labels.max() + 1)])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        similarity = centroids @ centroids.T - 2 * np.eye(len(centroids))
+        a, b = np.unravel_index(similarity.argmax(), similarity.shape)
+        labels = _renumber(np.where(labels == b, a, labels))
     return labels
 
 
