@@ -51,9 +51,12 @@ def test_the_rttm_format_needs_diarization(tmp_path):
         load_settings(config)
 
 
-def test_speaker_names_expand_the_home_folder(tmp_path, monkeypatch):
+def test_speaker_names_expand_the_home_folder_and_need_their_clips(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     config = write_config(tmp_path, tmp_path, diarize=True, speaker_names={"Ada": "~/ada.m4a"})
+    with pytest.raises(ConfigError, match=f"no reference clip for 'Ada' at {tmp_path}/ada.m4a"):
+        load_settings(config)
+    (tmp_path / "ada.m4a").write_bytes(b"")
     assert load_settings(config).profile(None).speaker_names == (("Ada", tmp_path / "ada.m4a"),)
 
 
@@ -189,9 +192,9 @@ def interview_wav(tmp_path_factory, voices):
     return write_wav(tmp_path_factory.mktemp("talk") / "interview.wav", audio)
 
 
-def check_labelled(txt: str) -> None:
+def check_labelled(txt: str, first: str = "Speaker 1") -> None:
     paragraphs = txt.strip().split("\n\n")
-    assert [p.split(":")[0] for p in paragraphs] == ["Speaker 1", "Speaker 2", "Speaker 1"], txt
+    assert [p.split(":")[0] for p in paragraphs] == [first, "Speaker 2", first], txt
     assert "ask not what your country" in paragraphs[0].lower()
     assert "your country" not in paragraphs[1].lower()
 
@@ -218,12 +221,14 @@ def test_transcribe_labels_speakers_in_every_format(tmp_path, model_cache, engin
 
 
 def test_the_daemon_diarizes_one_inbox_and_leaves_the_other_as_it_was(
-    tmp_path, model_cache, engine, interview_wav
+    tmp_path, model_cache, engine, interview_wav, audio_dir
 ):
     plain, meetings = tmp_path / "inbox", tmp_path / "meetings"
+    kennedy = audio_dir / "jfk_then_45s_silence.flac"  # his voice, named by a reference clip
     config = write_config(
         tmp_path, model_cache, formats=["txt", "json"],
-        inboxes=[str(plain), {"path": str(meetings), "diarize": True, "max_speakers": 4}],
+        inboxes=[str(plain), {"path": str(meetings), "diarize": True, "max_speakers": 4,
+                              "speaker_names": {"Kennedy": str(kennedy)}}],
     )  # fmt: skip
     plain.mkdir()
     meetings.mkdir()
@@ -235,7 +240,7 @@ def test_the_daemon_diarizes_one_inbox_and_leaves_the_other_as_it_was(
                  message="both files")  # fmt: skip
     finally:
         stop_daemon(proc)
-    check_labelled((meetings / "talk.txt").read_text())
+    check_labelled((meetings / "talk.txt").read_text(), first="Kennedy")
     untouched = (plain / "talk.txt").read_text()
     assert "Speaker" not in untouched and "\n\n" not in untouched
     assert "speakers" not in json.loads((plain / "talk.json").read_text())

@@ -172,7 +172,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _speakers_consistent(self) -> Settings:
-        """Per profile: a range that is one, and rttm only where there are speakers."""
+        """Per profile: a range that is one, rttm only where there are speakers, and the
+        reference clips of named speakers."""
         for inbox in [None, *self.inboxes]:
             profile = self.profile(inbox.path / "file" if inbox else None)
             where = f" (inbox {inbox.path})" if inbox else ""
@@ -181,6 +182,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"min_speakers {low} is above max_speakers {high}{where}")
             if "rttm" in profile.formats and not profile.diarize:
                 raise ValueError(f"the rttm format needs diarize = true{where}")
+            for name, clip in profile.speaker_names:
+                if not clip.is_file():
+                    raise ValueError(
+                        f"speaker_names: no reference clip for {name!r} at {clip}{where}"
+                    )
         return self
 
     @property
