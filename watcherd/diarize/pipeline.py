@@ -7,7 +7,7 @@ The recipe is pyannote's (3.x) with lighter parts:
    once included (its powerset classes).
 2. **Embeddings.** For each window and local speaker with enough speech, CAM++ embeds the
    frames where that speaker talks alone (overlap left out, when enough remains).
-3. **Clustering.** The embeddings are clustered (centroid linkage on cosine distance,
+3. **Clustering.** The embeddings are clustered (average linkage on cosine distance,
    cut at a threshold, or at the hinted number of speakers); small clusters join their
    nearest large one.
 4. **Assignment and reconstruction.** Each window's local speakers are matched to the
@@ -49,9 +49,12 @@ class Tuning:
     min_cluster_seconds: float = 0.6  # speech a local speaker needs to take part in clustering
     min_embed_seconds: float = 0.2  # shorter local speakers are left out (no voice to go by)
     max_embed_seconds: float = 3.0  # the middle of a longer one is embedded (windows overlap)
-    threshold: float = 0.3  # cosine distance at which clusters stop merging
+    threshold: float = 0.5  # average cosine distance at which clusters stop merging
     min_cluster_share: float = 0.01  # of the embeddings: smaller clusters join the nearest
     batch: int = 8  # windows per segmentation call
+    # Embeddings clustered at most (evenly spread over the file; the rest are assigned to
+    # the clusters found): 2000 are 30-80 min of audio, 16 MB of pairwise distances.
+    max_clustered: int = 2000
 
 
 class OnnxDiarizer:
@@ -146,6 +149,10 @@ class OnnxDiarizer:
         if not long.any():
             long[:] = True
         members = vectors[long]
+        if len(members) > self.tuning.max_clustered:  # the tree's memory is quadratic
+            members = members[
+                np.linspace(0, len(members) - 1, self.tuning.max_clustered).astype(int)
+            ]
         labels = cluster(members, hint, self.tuning.threshold, self.tuning.min_cluster_share)
         centroids = np.stack([_unit(members[labels == c].mean(0)) for c in range(labels.max() + 1)])
         mapping = assign(len(starts), vectors, owners, centroids)
