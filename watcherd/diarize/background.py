@@ -45,7 +45,7 @@ class Speakers:
         self.cache_dir = Path(cache_dir)
         self.threads = threads
         self._diarizer: Diarizer | None = None
-        self._voices: dict[Path, np.ndarray] = {}
+        self._voices: dict[Path, np.ndarray | None] = {}
         self._lock = threading.Lock()  # loading only; never held while the engine decodes
 
     def diarizer(self) -> Diarizer:
@@ -54,15 +54,24 @@ class Speakers:
                 self._diarizer = load(self.cache_dir, threads=self.threads)
             return self._diarizer
 
-    def voice(self, clip: Path) -> np.ndarray:
-        from watcherd.engine.audio.decode import load_audio
+    def voice(self, clip: Path) -> np.ndarray | None:
+        """The voice of whoever talks most in a reference clip, as the diarizer sees
+        voices (so silence or another voice in the clip does not blur it); None when
+        the clip holds no speech."""
+        from watcherd.engine.audio.decode import stream_audio
 
         with self._lock:
-            known = self._voices.get(clip)
-        if known is None:
-            known = self.diarizer().embed(load_audio(clip))
-            with self._lock:
-                self._voices[clip] = known
+            if clip in self._voices:
+                return self._voices[clip]
+        result = self.diarizer().diarize(stream_audio(clip))
+        known = None
+        if result.turns and result.voices is not None:
+            talk = np.zeros(result.speakers)
+            for turn in result.turns:
+                talk[turn.speaker] += turn.end - turn.start
+            known = result.voices[int(talk.argmax())]
+        with self._lock:
+            self._voices[clip] = known
         return known
 
     def beside(self, path: Path | str, profile: Profile) -> Pending | contextlib.nullcontext:
@@ -122,8 +131,7 @@ class Pending:
         result = self.result()
         names: dict[int, str] = {}
         if self.profile.speaker_names and result.voices is not None:
-            references = {
-                name: self.speakers.voice(clip) for name, clip in self.profile.speaker_names
-            }
+            voices = {name: self.speakers.voice(clip) for name, clip in self.profile.speaker_names}
+            references = {name: v for name, v in voices.items() if v is not None}
             names = name_speakers(result.voices, references)
         return attribute(transcript, result.turns, names)
