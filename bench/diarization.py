@@ -169,8 +169,7 @@ def jobs(conversations, threads: int, tuning: Tuning) -> dict:
             reference[turn["speaker"]] = reference.get(turn["speaker"], "") + " " + turn["text"]
         hypothesis: dict[str, str] = {}
         for s in transcript.segments:
-            label = transcript.speakers[s.speaker]
-            hypothesis[label] = hypothesis.get(label, "") + " " + s.text
+            hypothesis[s.speaker] = hypothesis.get(s.speaker, "") + " " + s.text
         reference = {k: normalise(v) for k, v in reference.items()}
         hypothesis = {k: normalise(v) for k, v in hypothesis.items()}
         e, n = cpwer(reference, hypothesis)

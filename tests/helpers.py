@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -133,7 +134,8 @@ def stop_daemon(proc: subprocess.Popen) -> None:
     assert proc.wait(30) == 0, proc.stderr.read()
 
 
-def log_events(home: Path, event: str) -> list[dict]:
+def all_events(home: Path) -> list[dict]:
+    """Every event in the daemon's log, in order."""
     path = home / "logs" / "watcherd.log"
     events = []
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
@@ -141,7 +143,11 @@ def log_events(home: Path, event: str) -> list[dict]:
             events.append(json.loads(line))
         except ValueError:  # the last line of a daemon killed mid-write
             continue
-    return [e for e in events if e.get("event") == event]
+    return events
+
+
+def log_events(home: Path, event: str) -> list[dict]:
+    return [e for e in all_events(home) if e.get("event") == event]
 
 
 def make_silent_video(path: Path, seconds: int = 1) -> None:
@@ -174,6 +180,12 @@ def write_wav(path: Path, samples) -> Path:
     return path
 
 
+def keyboard() -> None:
+    """Ctrl-C (SIGINT) as at a terminal: a suite started in the background (`make test &`)
+    passes its children SIGINT ignored, and Python keeps it so."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """A command on a real pseudo-terminal (120x40), as a person at a terminal runs it:
     isatty() is true for its stdin, stdout and stderr, and what it draws is read back."""
@@ -187,7 +199,7 @@ class Terminal:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     start_new_session=True)  # fmt: skip
+                                     start_new_session=True, preexec_fn=keyboard)  # fmt: skip
         os.close(slave)
         self.output = b""
 

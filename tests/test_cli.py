@@ -14,10 +14,12 @@ from watcherd.config import load_settings
 from watcherd.instance import InstanceLock
 from watcherd.store import Store
 
+EMPTY = {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0, "skipped": 0}
+
 
 def test_status_on_a_fresh_install_shows_an_empty_queue(config_file, tmp_path):
     data = status_json(config_file, tmp_path)
-    assert data["counts"] == {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+    assert data["counts"] == EMPTY
     assert data["jobs"] == [] and data["daemon"] == {"running": False}
 
 
@@ -28,7 +30,7 @@ def test_status_while_a_starting_daemon_creates_the_database_shows_an_empty_queu
     database.parent.mkdir(parents=True, exist_ok=True)
     sqlite3.connect(database).execute("PRAGMA journal_mode=WAL").close()  # no table yet
     data = status_json(config_file, tmp_path)
-    assert data["counts"] == {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+    assert data["counts"] == EMPTY
     assert data["jobs"] == []
 
 
@@ -100,6 +102,45 @@ def test_add_queues_once_and_cancel_and_retry_change_the_state(config_file, tmp_
         "outputs",
     } <= set(job)
     assert (job["id"], job["path"], job["state"]) == (1, str(clip), "queued")
+
+
+def test_add_queues_a_skipped_file_again_and_bump_says_how(config_file, tmp_path, audio_dir):
+    """A skipped file has no transcript: adding it by hand means "transcribe it now"."""
+    clip = audio_dir / "jfk.flac"
+    run_cli("add", str(clip), config=config_file, home=tmp_path)
+    store = Store(status_json(config_file, tmp_path)["database"])
+    try:
+        job = store.claim()
+        assert store.skip(job.id, "it has subtitles already: jfk.srt")
+    finally:
+        store.close()
+    bump = run_cli("bump", str(job.id), config=config_file, home=tmp_path)
+    assert bump.returncode == 1 and "is skipped, not queued (retry it" in bump.stderr
+    again = run_cli("add", str(clip), config=config_file, home=tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith(f"queued again #{job.id}")
+    assert status_json(config_file, tmp_path)["jobs"][0]["state"] == "queued"
+
+
+def test_status_says_why_an_interrupted_job_waits_and_that_the_queue_is_paused(
+    config_file, tmp_path, audio_dir
+):
+    run_cli("add", str(audio_dir / "jfk.flac"), config=config_file, home=tmp_path)
+    store = Store(Path(status_json(config_file, tmp_path)["database"]))
+    try:
+        store.claim()
+        store.recover(poison_after=3)  # as a start after a crash does
+    finally:
+        store.close()
+    (job,) = status_json(config_file, tmp_path)["jobs"]
+    reason = "behind the other files: the daemon died while transcribing it (1 time)"
+    assert job["waits"] == reason
+    assert reason in run_cli("status", config=config_file, home=tmp_path).stdout
+
+    assert run_cli("pause", config=config_file, home=tmp_path).returncode == 0
+    assert status_json(config_file, tmp_path)["paused"] is True
+    assert "paused: no job starts" in run_cli("status", config=config_file, home=tmp_path).stdout
+    assert run_cli("resume", config=config_file, home=tmp_path).returncode == 0
+    assert status_json(config_file, tmp_path)["paused"] is False
 
 
 def test_add_reports_a_missing_file_and_fails(config_file, tmp_path):
@@ -192,6 +233,29 @@ def test_an_inbox_sets_its_own_subtitle_layout(tmp_path, model_cache, audio_dir,
 
     assert all(len(lines) == 1 and len(lines[0]) <= 12 for lines in cue_lines(narrow))
     assert any(len(line) > 12 for lines in cue_lines(outside) for line in lines)
+
+
+def test_transcribe_names_and_places_outputs_as_the_daemon_does(
+    tmp_path, model_cache, audio_dir, engine
+):
+    """Language in the subtitles' names, Markdown into the vault; `--output-dir` takes
+    every format, Markdown too."""
+    vault = tmp_path / "vault"
+    config = write_config(tmp_path, model_cache, formats=["srt", "md"], md_dir=str(vault),
+                          subtitle_names="language3")  # fmt: skip
+    clip = tmp_path / "talk.flac"
+    shutil.copy(audio_dir / "jfk.flac", clip)
+    result = run_cli("transcribe", str(clip), "--json", config=config, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"] == [
+        str(tmp_path / "talk.eng.srt"), str(vault / "talk.md")
+    ]  # fmt: skip
+    out = tmp_path / "out"
+    result = run_cli("transcribe", str(clip), "--output-dir", str(out), config=config,
+                     home=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["talk.eng.srt", "talk.md"]
+    assert (out / "talk.md").read_text().startswith("---\ntitle: talk\n")
 
 
 def test_add_with_a_priority_and_bump_decide_what_runs_next(tmp_path, model_cache, audio_dir):

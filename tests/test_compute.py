@@ -16,6 +16,12 @@ from watcherd.engine.audio.decode import SAMPLE_RATE, load_audio
 from watcherd.engine.decoding import language, prompt
 from watcherd.engine.decoding.decoder import BatchDecoder, State
 
+# On a GPU (the lent CUDA machine) the model is float16: sums in another order differ by
+# about ten times what float32's do. The CPU path and its comparisons need float32.
+ON_CPU = mx.default_device() == mx.cpu
+SLACK = 1 if ON_CPU else 10
+float32_only = pytest.mark.skipif(not ON_CPU, reason="compares with the float32 CPU path")
+
 
 @pytest.fixture(scope="module")
 def model(engine):
@@ -47,9 +53,10 @@ def close(got, expected, tolerance: float) -> None:
     got, expected = np.asarray(got, np.float32), np.asarray(expected, np.float32)
     assert got.shape == expected.shape
     # float32 sums in another order, several layers deep
-    assert np.abs(got - expected).max() < tolerance * np.abs(expected).max()
+    assert np.abs(got - expected).max() < SLACK * tolerance * np.abs(expected).max()
 
 
+@float32_only
 def test_the_model_gets_the_cpu_path_on_mlxs_cpu_device_with_float32(engine):
     assert mx.default_device() == mx.cpu
     assert engine.load().compute.name == "cpu"
@@ -78,11 +85,16 @@ def test_encoding_window_by_window_as_they_come(compute, windows, features):
 
 
 def test_logits_match_the_model(compute, model, features, tokenizer):
+    """Within float32's reordered sums; the CPU path's vocabulary product runs on int8
+    weights (a scale per 32 values), which moves a logit by up to about 1%."""
     prefix = np.array([list(tokenizer.sot_sequence)] * 3, np.int32)
     expected = np.array(model.logits(mx.array(prefix), features)[:, -1])
     cache = compute.empty_cache(3, prefix.shape[1])
     logits, _ = compute.logits(prefix, 0, cache, compute.cross_kv(features))
-    close(compute.to_numpy(logits), expected, 1e-3)
+    got = compute.to_numpy(logits)
+    close(got, expected, 1e-2 if compute.name == "cpu" else 1e-3)
+    top = np.argsort(-expected, axis=-1)[:, :5]
+    assert (np.argsort(-got, axis=-1)[:, :5] == top).all(), "the same likeliest tokens"
 
 
 def test_step_by_step_with_the_cache_equals_one_pass(compute, features, tokenizer):
@@ -108,6 +120,7 @@ def test_ended_rows_may_be_skipped_but_live_rows_are_right(compute, features, to
     close(compute.to_numpy(some)[[0, 2]], compute.to_numpy(every)[[0, 2]], 1e-5)
 
 
+@float32_only
 def test_alignment_scores_are_the_same_on_every_path(engine, features, tokenizer):
     """The alignment heads' cross-attention scores over a teacher-forced text."""
     tokens = np.array([[*tokenizer.sot_sequence, tokenizer.no_timestamps,
@@ -142,10 +155,14 @@ def test_log_softmax_and_greedy_choice(compute, model):
 
 def test_sampling_follows_its_seed(compute, model):
     logits = compute.xp.array(np.zeros((64, model.dims.n_vocab), np.float32))
-    draws = [compute.to_numpy(compute.sample(logits, 1.0, compute.noise(seed, 1)[0]))
-             for seed in (7, 7, 8)]  # fmt: skip
-    assert draws[0].tolist() == draws[1].tolist() != draws[2].tolist()
-    assert len(set(draws[0].tolist())) > 10  # uniform logits: spread over the vocabulary
+
+    def draw(seed: int) -> list[int]:  # a seed per row, as each chunk has its own
+        noise = compute.noise([seed * 1000 + row for row in range(64)], 1)[0]
+        return compute.to_numpy(compute.sample(logits, 1.0, noise)).tolist()
+
+    draws = [draw(seed) for seed in (7, 7, 8)]
+    assert draws[0] == draws[1] != draws[2]
+    assert len(set(draws[0])) > 10  # uniform logits: spread over the vocabulary
 
 
 def test_the_rules_give_the_same_logits_on_every_path(engine, tokenizer):
@@ -197,6 +214,7 @@ def test_the_rules_give_the_same_logits_on_every_path(engine, tokenizer):
     assert np.isfinite(masked[0, tokenizer.eot]), "a row that has not spoken may"
 
 
+@float32_only
 def test_the_same_language_on_every_path(model_cache, audio_dir):
     base = Engine("base", model_cache).load().model  # multilingual
     samples = load_audio(audio_dir / "jfk.flac")
@@ -206,4 +224,23 @@ def test_the_same_language_on_every_path(model_cache, audio_dir):
         compute = computes.create(name, base)
         found[name] = language.detect(compute, compute.encode(windows), [11.0])
     assert found["cpu"][0] == found["mlx"][0] == "en"
-    assert abs(found["cpu"][1] - found["mlx"][1]) < 1e-3
+    assert abs(found["cpu"][1] - found["mlx"][1]) < 1e-2
+
+
+def test_rows_padded_to_a_compiled_batch_size_change_nothing(engine, windows, tokenizer):
+    """On a GPU a batch of 3 decodes as 4, the fourth row ended from the start, so that a
+    few compiled batch sizes serve every batch."""
+    model = engine.load().model
+    plain, padded = computes.create("mlx", model), computes.create("mlx", model)
+    padded.batch_size = lambda rows: 1 << (rows - 1).bit_length()
+    prefix = list(tokenizer.sot_sequence)
+    results = []
+    for compute in (plain, padded):
+        decoder = BatchDecoder(compute, tokenizer)
+        cross = decoder.cross_kv(compute.encode(windows))
+        results.append(decoder.decode(cross, prefix, hold=np.array([0, 300, 0])))
+    assert len(results[1]) == 3
+    assert [r.tokens for r in results[1]] == [r.tokens for r in results[0]]
+    assert [r.no_speech_prob for r in results[1]] == pytest.approx(
+        [r.no_speech_prob for r in results[0]], abs=1e-5
+    )

@@ -51,11 +51,11 @@ def test_a_model_that_leaves_the_cache_takes_its_compute_and_decoders(
     # A second copy of the model, outside the cache, as when inboxes cycle through more
     # models than the cache keeps.
     loaded = models.load("tiny.en", model_cache, engine.load().dtype)
-    segments, *_ = lightning.transcribe(loaded, audio_dir / "jfk.flac", DecodeOptions())
-    assert segments and loaded.decoders and loaded.compute.name == "cpu"
+    result = lightning.transcribe(loaded, audio_dir / "jfk.flac", DecodeOptions())
+    assert result.segments and loaded.decoders and loaded.compute.name == "cpu"
     graph = weakref.ref(loaded.compute.encoder_graphs[0])
     model = weakref.ref(loaded.model)
-    del loaded, segments
+    del loaded, result
     gc.collect()
     assert model() is None, "nothing keeps the dropped model alive"
     assert graph() is None, "nor its encoder graphs"

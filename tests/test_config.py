@@ -240,6 +240,46 @@ def test_a_bad_queue_setting_is_named_by_both_readers(tmp_path, text, key):
             read(config)
 
 
+def test_an_inbox_may_set_what_follows_its_jobs_and_turn_global_ones_off(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'notify = true\non_done = "~/bin/file-it"\nmd_dir = "~/Vault"\nformats = ["md"]\n'
+        'subtitle_names = "language"\n'
+        '[[inboxes]]\npath = "/in"\n'
+        '[[inboxes]]\npath = "/movies"\nskip_subtitled = true\nsubtitle_names = "language3"\n'
+        'txt_layout = "paragraphs"\nmd_timestamps = true\nhook_timeout_seconds = 5\n'
+        '[[inboxes]]\npath = "/quiet"\nnotify = false\non_done = ""\nmd_dir = ""\n'
+    )
+    settings = load_settings(config)
+    home = tmp_path / "home"
+    default, movies, quiet = (settings.profile(f"/{n}/x.mkv") for n in ("in", "movies", "quiet"))
+    assert default.notify and default.on_done == (f"{home}/bin/file-it",)
+    assert default.md_dir == home / "Vault" and default.on_failed == ()
+    assert (default.subtitle_names, default.skip_subtitled, default.txt_layout) == (
+        "language", False, "segments"
+    )  # fmt: skip
+    assert (movies.subtitle_names, movies.skip_subtitled, movies.txt_layout) == (
+        "language3", True, "paragraphs"
+    )  # fmt: skip
+    assert movies.md_timestamps and movies.hook_timeout_seconds == 5
+    assert default.hook_timeout_seconds == 60
+    assert not quiet.notify and quiet.on_done == () and quiet.md_dir is None
+    assert settings.notifies
+
+
+def test_hooks_and_names_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WATCHERD_ON_DONE", "/bin/hook --to 'My Vault'")
+    monkeypatch.setenv("WATCHERD_ON_FAILED", '["/bin/tell", "a b"]')
+    monkeypatch.setenv("WATCHERD_SUBTITLE_NAMES", "language3")
+    settings = load_settings()
+    assert settings.on_done == ("/bin/hook", "--to", "My Vault")
+    assert settings.on_failed == ("/bin/tell", "a b")
+    assert settings.subtitle_names == "language3" and not settings.notifies
+    monkeypatch.setenv("WATCHERD_SUBTITLE_NAMES", "iso")
+    with pytest.raises(ConfigError, match="WATCHERD_SUBTITLE_NAMES.*'iso'.*subtitle_names"):
+        load_settings()
+
+
 def test_an_inbox_priority_and_the_idle_unload_are_checked(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(

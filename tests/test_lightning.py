@@ -9,7 +9,7 @@ import pytest
 from helpers import wer, write_wav
 
 from watcherd.engine import Engine
-from watcherd.engine.audio import chunks, mel
+from watcherd.engine.audio import chunks, mel, vad
 from watcherd.engine.audio.decode import SAMPLE_RATE, load_audio
 from watcherd.engine.decoding import prompt
 from watcherd.engine.decoding.decoder import BatchDecoder
@@ -53,16 +53,30 @@ def test_vad_finds_nothing_in_noise(audio_dir):
     assert list(chunks.speech_chunks(blocks(samples))) == []
 
 
-def test_vad_gives_the_same_probabilities_however_the_stream_is_cut(medley):
+def test_vad_gives_the_same_probabilities_however_the_stream_is_read(medley):
+    """Segments at fixed places, each warmed up on the audio before it: however the stream
+    comes in, and however many threads compute it, the probabilities are the same."""
     samples, _ = medley
-    samples = samples[: samples.size // chunks.VAD_FRAME * chunks.VAD_FRAME]
-    whole = chunks.SileroVAD().probabilities(samples)
-    streaming = chunks.SileroVAD()
-    cuts = [0, 512 * 7, 512 * 700, 512 * 701, samples.size]
-    parts = [streaming.probabilities(samples[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
-    assert whole.size == samples.size // chunks.VAD_FRAME
-    assert (whole > 0.9).mean() > 0.5, "mostly speech"
-    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-5)
+    whole = [p for _, p in vad.speech_probabilities([samples])]
+    assert [p.size for p in whole] == [1875, samples.size // vad.VAD_FRAME + 1 - 1875]
+    for blocks_in, workers in ((blocks(samples), 0), (blocks(samples, 12345), 3)):
+        got = [p for _, p in vad.speech_probabilities(blocks_in, workers=workers)]
+        np.testing.assert_array_equal(np.concatenate(got), np.concatenate(whole))
+    probs = np.concatenate(whole)
+    assert (probs > 0.9).mean() > 0.5, "mostly speech"
+
+
+def test_a_segments_probabilities_depend_only_on_it_and_the_audio_just_before(medley):
+    """What lies before a segment's warm-up does not change it: each segment can run on
+    its own thread. The first segment is what one pass from the start hears."""
+    samples, _ = medley
+    samples = samples[: samples.size // vad.VAD_FRAME * vad.VAD_FRAME]
+    first, second = (p for _, p in vad.speech_probabilities([samples]))
+    np.testing.assert_array_equal(first, vad.SileroVAD().probabilities(samples[: vad.SEGMENT]))
+    changed = samples.copy()
+    changed[: vad.SEGMENT - vad.WARMUP] = 0  # silence instead of the sonnet
+    _, same = (p for _, p in vad.speech_probabilities([changed]))
+    np.testing.assert_array_equal(same, second)
 
 
 def test_long_regions_are_cut_at_their_least_speech_like_frame():

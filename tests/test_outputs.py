@@ -113,7 +113,7 @@ def test_a_failure_mid_way_renames_nothing(tmp_path, monkeypatch):
     source.write_bytes(b"x")
     paths = outputs.plan(source, ["txt", "srt", "json"], media_extensions=MEDIA)
 
-    def broken(_t):
+    def broken(_transcript, _style):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setitem(outputs.RENDERERS, "json", broken)

@@ -15,6 +15,7 @@ import pytest
 from helpers import (
     Terminal,
     cli_env,
+    keyboard,
     run_cli,
     start_daemon,
     status_json,
@@ -150,7 +151,7 @@ def test_status_watch_redraws_in_place_until_ctrl_c(tmp_path, config_file, audio
 def test_status_watch_for_scripts_prints_a_json_object_per_refresh(tmp_path, config_file):
     proc = subprocess.Popen(command(config_file, "status", "--watch", "--json", "--interval",
                                     "0.2"), stdout=subprocess.PIPE, text=True,
-                            env=cli_env(tmp_path))  # fmt: skip
+                            env=cli_env(tmp_path), preexec_fn=keyboard)  # fmt: skip
     try:
         lines = [json.loads(proc.stdout.readline()) for _ in range(3)]
     finally:

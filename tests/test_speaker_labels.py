@@ -88,17 +88,17 @@ def test_without_diarization_every_format_is_byte_identical_to_before():
     for fmt in FORMATS:
         for highlight in (False, True):
             layout = Layout(max_line_chars=16, highlight_words=True) if highlight else Layout()
-            text = outputs.render(fmt, interview(), layout)
+            text = outputs.render(fmt, interview(), outputs.Style(subtitles=layout))
             assert hashlib.sha256(text.encode()).hexdigest() == before[fmt, highlight], fmt
 
 
 def test_a_segment_is_split_where_the_speaker_changes_between_words():
     segments = labelled().segments
     assert [(s.text, s.speaker) for s in segments] == [
-        (" Good morning,", 0),
-        (" and welcome to the show.", 1),
-        (" Thanks for having me.", 0),
-        (" Without words here.", 0),
+        (" Good morning,", "Speaker 1"),
+        (" and welcome to the show.", "Speaker 2"),
+        (" Thanks for having me.", "Speaker 1"),
+        (" Without words here.", "Speaker 1"),
     ]
     assert (segments[0].start, segments[0].end) == (0.0, 1.1)
     assert (segments[1].start, segments[1].end) == (1.2, 4.2)
@@ -168,21 +168,21 @@ def test_rttm_lists_the_turns():
     )
 
 
-def speaker_of(t: Transcript, word: str) -> int | None:
+def speaker_of(t: Transcript, word: str) -> str | None:
     return next(w.speaker for s in t.segments for w in s.words if w.word == word)
 
 
 def test_a_word_in_a_pause_goes_to_the_nearest_turn():
     t = attribute(interview(), [Turn(0.0, 5.5, 0), Turn(8.0, 9.0, 1)])
     # "me." (6.0-7.0) lies in no turn; the turn ending at 5.5 is nearer than the one at 8.0
-    assert speaker_of(t, " me.") == 0
+    assert speaker_of(t, " me.") == "Speaker 1"
     t = attribute(interview(), [Turn(0.0, 5.5, 0), Turn(7.2, 9.0, 1)])
-    assert speaker_of(t, " me.") == 1
+    assert speaker_of(t, " me.") == "Speaker 2"
 
 
 def test_no_turns_at_all_give_one_speaker():
     t = attribute(interview(), [])
-    assert t.speakers == ("Speaker 1",) and {s.speaker for s in t.segments} == {0}
+    assert t.speakers == ("Speaker 1",) and {s.speaker for s in t.segments} == {"Speaker 1"}
 
 
 def test_named_speakers_replace_the_numbers():

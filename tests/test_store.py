@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from watcherd.store import MIGRATIONS, STATES, Store
+from watcherd.store import CLAIM_ORDER, CLAIMED, DECODED, DECODING, MIGRATIONS, STATES, Store
 
 
 @pytest.fixture
@@ -108,21 +108,61 @@ def test_concurrent_claims_from_several_processes_never_share_a_job(store, tmp_p
     assert len(claimed) == 60
 
 
-def test_recover_requeues_jobs_a_crash_left_running(store):
-    add(store)
+def test_recover_requeues_jobs_a_crash_left_running_behind_the_others(store):
+    add(store, "/in/a.m4a", "a")
+    add(store, "/in/b.m4a", "b")
     job = store.claim()
-    assert store.recover(max_attempts=3) == (1, 0)
-    assert store.get(job.id).state == "queued"
+    assert store.recover(poison_after=3) == (1, 0)
+    again = store.get(job.id)
+    assert (again.state, again.interrupted, again.stalls) == ("queued", 1, 0)
+    assert store.claim().path == "/in/b.m4a", "the interrupted job waits behind the others"
 
 
-def test_recover_fails_a_job_that_used_every_attempt(store):
+def save(store: Store, job_id: int, until: int) -> None:
+    store.save_checkpoint(job_id, "aaa", {"until": until, "segments": "[]"})
+
+
+def test_a_job_that_keeps_making_progress_is_never_given_up(store):
     add(store)
-    for _ in range(3):
+    for crash in range(10):
         job = store.claim()
-        store.recover(max_attempts=3)
+        store.set_stage(job.id, DECODING)  # dies while the engine works on it, each time
+        save(store, job.id, 16_000 * (crash + 1))  # but a second further on
+        assert store.recover(poison_after=3) == (1, 0)
+    assert store.get(job.id).stalls == 0
+
+
+def crash_while(store: Store, stage: int) -> tuple[int, int]:
+    """Claim the next job, let it get to `stage` in this run, and die there."""
+    job = store.claim()
+    store.set_stage(job.id, stage)
+    return store.recover(poison_after=2)
+
+
+def test_a_suspect_that_dies_in_the_engine_without_progress_is_given_up(store):
+    job, _ = add(store)
+    assert crash_while(store, DECODING) == (1, 0)  # first interruption: not yet a suspect
+    assert crash_while(store, DECODING) == (1, 0)  # now run alone: the crash is laid at its door
+    assert store.get(job.id).stalls == 1
+    assert crash_while(store, DECODING) == (0, 1)
     failed = store.get(job.id)
     assert failed.state == "failed"
-    assert "interrupted 3 times" in failed.error and "/in/talk.m4a" in failed.error
+    assert failed.error.startswith("/in/talk.m4a: the daemon died 2 times in a row")
+    store.retry(job.id)
+    again = store.get(job.id)
+    assert (again.state, again.interrupted, again.stalls) == ("queued", 0, 0)
+
+
+def test_only_a_crash_while_the_engine_works_on_a_file_counts_against_it(store):
+    job, _ = add(store)
+    crash_while(store, DECODING)
+    for _ in range(5):  # before the engine took the file: nothing learnt about it
+        assert crash_while(store, CLAIMED) == (1, 0)
+    crash_while(store, DECODING)
+    assert store.get(job.id).stalls == 1
+    crash_while(store, DECODED)  # the engine got through it: the file is fine
+    assert store.get(job.id).stalls == 0
+    assert crash_while(store, DECODING) == (1, 0)
 
 
 def test_requeue_on_clean_stop_does_not_count_the_attempt(store):
@@ -277,7 +317,7 @@ def test_concurrent_claimers_take_every_job_once_and_high_priorities_first(store
         )
 
 
-def test_a_version_1_database_gets_priorities_and_keeps_its_jobs(tmp_path):
+def test_a_version_1_database_gets_every_migration_and_keeps_its_jobs(tmp_path):
     import sqlite_utils
 
     path = tmp_path / "old.db"
@@ -297,8 +337,84 @@ def test_a_version_1_database_gets_priorities_and_keeps_its_jobs(tmp_path):
         assert [store.claim().id, store.claim().id] == [urgent.id, 1]
         plan = " ".join(r[3] for r in store.rows(
             "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'queued' AND not_before <= 0 "
-            "ORDER BY priority DESC, not_before, id LIMIT 1"))  # fmt: skip
+            f"ORDER BY {CLAIM_ORDER} LIMIT 1"))  # fmt: skip
         assert "jobs_claim" in plan and "TEMP B-TREE" not in plan, plan
+    finally:
+        store.close()
+
+
+# --- skipped jobs and hooks ------------------------------------------------------------
+
+
+def _queue_before_hooks(path, monkeypatch) -> None:
+    """A queue as the release before hooks left it (every migration before theirs), with
+    some history."""
+    from watcherd import store as store_module
+
+    monkeypatch.setattr(
+        store_module, "MIGRATIONS", MIGRATIONS[: MIGRATIONS.index(store_module._migration_3)]
+    )
+    old = Store(path)
+    for n, state in enumerate(["done", "failed", "queued", "cancelled", "done"], start=1):
+        old.execute(
+            "INSERT INTO jobs (path, path_key, size, mtime_ns, sha256, state, created_at,"
+            " outputs, priority) VALUES (?, ?, 10, 1, ?, ?, ?, ?, ?)",
+            [f"/in/{n}.mp3", f"/in/{n}.mp3", str(n), state, 1000.0 + n, f'["/in/{n}.txt"]',
+             n % 2],
+        )  # fmt: skip
+    old.execute("DELETE FROM jobs WHERE id = 5")  # the sequence is ahead of the rows
+    old.close()
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+
+
+def _indexes(conn) -> dict:
+    """The jobs table's indexes: name, uniqueness, origin (created, UNIQUE), and columns
+    with their order (the claim's index has `priority DESC`)."""
+    return {
+        name: (
+            unique,
+            origin,
+            [(c[2], c[3]) for c in conn.execute(f"PRAGMA index_xinfo('{name}')") if c[5]],
+        )  # fmt: skip
+        for _, name, unique, origin, _ in conn.execute("PRAGMA index_list(jobs)").fetchall()
+    }
+
+
+def test_migrating_a_queue_to_hooks_keeps_every_row_index_and_constraint(tmp_path, monkeypatch):
+    path = tmp_path / "jobs.db"
+    _queue_before_hooks(path, monkeypatch)
+    before = sqlite3.connect(path)
+    rows_before = before.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+    indexes_before = _indexes(before)
+    before.close()
+
+    from watcherd import store as store_module
+
+    through_hooks = MIGRATIONS[: MIGRATIONS.index(store_module._migration_3) + 1]
+    monkeypatch.setattr(store_module, "MIGRATIONS", through_hooks)  # the later ones apart
+    store = Store(path)
+    try:
+        assert store.schema_version == len(through_hooks)
+        columns = [r["name"] for r in store.rows("PRAGMA table_info(jobs)")]
+        rows_after = [tuple(r) for r in store.rows(f"SELECT {', '.join(columns)} FROM jobs")]
+        assert rows_after == [tuple(r) for r in rows_before], "every row, every value"
+        assert _indexes(store.conn) == indexes_before, "claim, stat and UNIQUE, as they were"
+        assert len(indexes_before) == 3
+        assert store.execute("PRAGMA foreign_keys").fetchone()[0] == 1, "still enforced"
+        assert store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.execute("PRAGMA foreign_key_check").fetchall() == []
+        plan = store.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'queued' AND not_before <= 0"
+            " ORDER BY priority DESC, not_before, id"  # the claim's order at that version
+        ).fetchall()
+        assert "jobs_claim" in " ".join(str(tuple(r)) for r in plan)
+        job, created = add(store, "/in/new.mp3", "new")
+        assert created and job.id == 6, "AUTOINCREMENT goes on after the deleted row 5"
+        _, again = add(store, "/in/new.mp3", "new")
+        assert not again, "UNIQUE (path_key, sha256) still holds"
+        store.execute("UPDATE jobs SET state = 'skipped' WHERE id = 6")
+        with pytest.raises(sqlite3.IntegrityError):
+            store.execute("UPDATE jobs SET state = 'lost' WHERE id = 6")
     finally:
         store.close()
 
@@ -331,3 +447,132 @@ def test_a_running_job_estimates_its_rest_from_its_own_pace_once_it_has_one(stor
     store.set_progress(job.id, 40)
     job = store.get(job.id)
     assert job.remaining_seconds(speed=20, now=now) == pytest.approx(15), "40% in 10 s"
+
+
+def test_status_reads_a_queue_that_a_daemon_from_before_hooks_still_runs(tmp_path, monkeypatch):
+    path = tmp_path / "jobs.db"
+    _queue_before_hooks(path, monkeypatch)
+    reader = Store(path, readonly=True)
+    try:
+        jobs = reader.jobs(limit=10)
+        assert [j.id for j in jobs] == [4, 3, 2, 1] and all(j.hook_state is None for j in jobs)
+        assert reader.get(1).state == "done" and reader.schema_version < len(MIGRATIONS)
+    finally:
+        reader.close()
+
+
+def test_a_skipped_job_keeps_its_reason_and_can_be_retried(store):
+    add(store)
+    job = store.claim()
+    assert store.skip(job.id, "it has subtitles already: talk.srt")
+    skipped = store.get(job.id)
+    assert (skipped.state, skipped.error) == ("skipped", "it has subtitles already: talk.srt")
+    assert store.counts()["skipped"] == 1
+    assert store.retry(job.id).state == "queued"
+
+
+def _finish(store, job_id, **kwargs):
+    return store.finish(job_id, outputs=["/in/talk.txt"], audio_seconds=60,
+                        processing_seconds=6, model="tiny.en", language="en", **kwargs)  # fmt: skip
+
+
+def test_a_done_job_with_a_hook_records_it_due_with_its_input(store):
+    add(store)
+    job = store.claim()
+    assert _finish(store, job.id, hook_input='{"text": "hi"}')
+    (due,) = store.due_hooks()
+    assert (due.job.id, due.event, due.attempts, due.input) == (job.id, "done", 0, '{"text": "hi"}')
+    assert due.job.state == "done" and due.job.outputs == ["/in/talk.txt"]
+    assert store.get(job.id).hook_state == "pending"
+
+
+def test_a_hook_interrupted_by_a_crash_stays_due_and_counts_its_attempts(store):
+    add(store)
+    job = store.claim()
+    _finish(store, job.id, hook_input="{}")
+    assert store.start_hook(job.id) == 1
+    (due,) = store.due_hooks()  # the daemon died here: at the next start it is still due
+    assert due.attempts == 1 and due.input == "{}"
+    assert store.start_hook(job.id) == 2
+    store.end_hook(job.id, "done", exit_code=0)
+    assert store.due_hooks() == [], "recorded as ended: never again"
+    done = store.get(job.id)
+    assert (done.hook_state, done.hook_attempts, done.hook_error) == ("done", 2, None)
+    assert store.rows("SELECT input FROM hooks")[0][0] is None, "its input is not kept"
+
+
+def test_a_failed_hook_is_recorded_with_its_error(store):
+    add(store)
+    job = store.claim()
+    _finish(store, job.id, hook_input="{}")
+    store.start_hook(job.id)
+    store.end_hook(job.id, "timed_out", exit_code=-9, error="timed out after 60 s (killed)")
+    assert store.due_hooks() == []
+    listed = store.jobs()[0]
+    assert (listed.state, listed.hook_state) == ("done", "timed_out")
+    assert listed.hook_error == "timed out after 60 s (killed)"
+
+
+def test_a_done_job_without_a_hook_has_no_hook_row(store):
+    add(store)
+    job = store.claim()
+    _finish(store, job.id)
+    assert store.due_hooks() == [] and store.get(job.id).hook_state is None
+
+
+def test_the_failed_hook_is_due_only_when_the_job_fails_for_good(store):
+    add(store)
+    job = store.claim()
+    assert store.fail(job.id, "busy", retry_after=0, hook=True) == "queued"
+    assert store.due_hooks() == [], "retried: not failed yet"
+    job = store.claim()
+    assert store.fail(job.id, "/in/talk.m4a: empty file", hook=True) == "failed"
+    (due,) = store.due_hooks()
+    assert (due.event, due.input, due.job.error) == ("failed", None, "/in/talk.m4a: empty file")
+
+
+def test_a_job_transcribed_again_runs_its_hook_again(store):
+    add(store)
+    job = store.claim()
+    _finish(store, job.id, hook_input="{}")
+    store.start_hook(job.id)
+    store.end_hook(job.id, "done", exit_code=0)
+    store.retry(job.id)
+    again = store.claim()
+    _finish(store, again.id, hook_input='{"v": 2}')
+    (due,) = store.due_hooks()
+    assert (due.attempts, due.input) == (0, '{"v": 2}')
+
+
+def test_a_cancelled_job_gets_no_hook(store):
+    add(store)
+    job = store.claim()
+    store.cancel(job.id)
+    assert not _finish(store, job.id, hook_input="{}")
+    assert store.due_hooks() == []
+
+
+def test_a_migration_that_rebuilds_the_jobs_table_keeps_the_hooks_of_its_jobs(
+    tmp_path, monkeypatch
+):
+    """A later step that widens the CHECK again rebuilds the table the hooks reference:
+    the hooks stay, and foreign keys are enforced again afterwards."""
+    from watcherd import store as store_module
+
+    first = Store(tmp_path / "jobs.db")
+    add(first)
+    job = first.claim()
+    _finish(first, job.id, hook_input="{}")
+    first.close()
+    widen = lambda db: store_module._allow_state(db, "archived")  # noqa: E731
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, widen])
+    again = Store(tmp_path / "jobs.db")
+    try:
+        assert again.schema_version == len(MIGRATIONS) + 1
+        assert [d.job.id for d in again.due_hooks()] == [job.id]
+        assert again.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            again.execute("INSERT INTO hooks (job_id, event, created_at) VALUES (99, 'done', 0)")
+        again.execute("UPDATE jobs SET state = 'archived'")
+    finally:
+        again.close()

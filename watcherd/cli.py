@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,6 +94,9 @@ def _job_dict(job) -> dict:
         "progress": job.progress,
         "priority": job.priority,
         "attempts": job.attempts,
+        "interrupted": job.interrupted,
+        "stalls": job.stalls,
+        "waits": job.waits,
         "audio_seconds": job.audio_seconds,
         "processing_seconds": job.processing_seconds,
         "speed": round(job.speed, 2) if job.speed else None,
@@ -102,6 +106,9 @@ def _job_dict(job) -> dict:
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "hook": {"state": job.hook_state, "attempts": job.hook_attempts, "error": job.hook_error}
+        if job.hook_state
+        else None,
     }
 
 
@@ -185,6 +192,7 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
         "running": [],
         "outlook": None,
         "next": None,
+        "paused": False,
         "now": time.time(),
     }
     if not queue.database.exists():
@@ -199,8 +207,9 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
             snapshot["jobs"] = store.jobs(limit=limit)
             snapshot["running"] = store.jobs(state="running")
             snapshot["outlook"] = store.outlook()
-        if version == len(MIGRATIONS):  # an older daemon's database has no priorities yet
+        if version == len(MIGRATIONS):  # an older daemon's database lacks what is newer
             snapshot["next"] = store.next_job()
+            snapshot["paused"] = store.paused()
     except sqlite3.OperationalError as exc:  # locked past the busy timeout
         click.echo(f"watcherd: {queue.database}: {exc}; try again", err=True)
         sys.exit(EX_TEMPFAIL)
@@ -243,6 +252,7 @@ def _status_json(snapshot: dict) -> str:
         }
     payload = {
         "daemon": _daemon_dict(snapshot["daemon"]),
+        "paused": snapshot["paused"],
         "database": str(snapshot["database"]),
         "counts": snapshot["counts"],
         "running": [running(job) for job in snapshot["running"]],
@@ -256,6 +266,8 @@ def _status_text(snapshot: dict) -> str:
     counts, outlook, now = snapshot["counts"], snapshot["outlook"], snapshot["now"]
     speed = outlook.speed if outlook else None
     lines = [_daemon_line(snapshot["daemon"])]
+    if snapshot["paused"]:
+        lines.append("paused: no job starts until `watcherd resume` (work done is kept)")
     lines.append("queue: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for job in snapshot["running"]:
         line = f"running: #{job.id} {job.path} {job.progress:.0f}%"
@@ -335,7 +347,8 @@ def _table(jobs) -> str:
     """The latest jobs, a line each and an error under its job. By hand, not `tabulate`
     (which sqlite-utils installs): importing it reads package metadata, about 40 ms, a
     third of the time `status` may take to answer."""
-    header = ("ID", "STATE", "AUDIO", "SPEED", "FILE / ERROR")
+    hooks = any(job.hook_state for job in jobs)  # the column only where hooks are used
+    header = ("ID", "STATE", "AUDIO", "SPEED", *(("HOOK",) if hooks else ()), "FILE / ERROR")
     rows = []
     for job in jobs:
         speed = f"{job.speed:.1f}x" if job.speed else "-"
@@ -344,15 +357,24 @@ def _table(jobs) -> str:
             state += f" {job.progress:.0f}%"
         elif job.state == "queued":
             state += _priority_note(job.priority)
-        detail = job.path + (f"\n{'':>6}  ↳ {job.error}" if job.error else "")
-        rows.append((str(job.id), state, _duration(job.audio_seconds), speed, detail))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  " + header[4]]
-    for row in rows:
-        lines.append(
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4]
-        )
-    return "\n".join(lines)
+        notes = [job.error or job.waits, f"hook: {job.hook_error}" if job.hook_error else None]
+        detail = job.path + "".join(f"\n{'':>6}  ↳ {note}" for note in notes if note)
+        hook = (_hook_cell(job),) if hooks else ()
+        rows.append((str(job.id), state, _duration(job.audio_seconds), speed, *hook, detail))
+    columns = len(header) - 1
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(columns)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in [header, *rows]
+    )
+
+
+def _hook_cell(job) -> str:
+    """How the job's hook went: "ok", "failed", "timed out", "running (2)", or "-"."""
+    if not job.hook_state:
+        return "-"
+    shown = {"done": "ok", "timed_out": "timed out"}.get(job.hook_state, job.hook_state)
+    return f"{shown} ({job.hook_attempts})" if (job.hook_attempts or 0) > 1 else shown
 
 
 priority_option = click.option(
@@ -406,7 +428,7 @@ def add(config: Path | None, paths: tuple[Path, ...], force: bool, priority: str
                 continue
             if priority is not None and job.priority != level:
                 job = store.set_priority(job.id, level)
-            if force or job.state in ("failed", "cancelled"):
+            if force or job.state in ("failed", "cancelled", "skipped"):  # no transcript yet
                 job = store.retry(job.id)
                 click.echo(f"queued again #{job.id} {path}{note}")
             elif job.state == "queued" and priority is not None:
@@ -434,9 +456,35 @@ def _change_job(config: Path | None, job_id: int, action: str) -> None:
 
 @cli.command()
 @config_option
+def pause(config: Path | None) -> None:
+    """Start no more jobs; the running one stops at its next checkpoint, its work kept."""
+    _set_paused(config, True)
+    click.echo("paused: running work stops at its next checkpoint and waits; "
+               "`watcherd resume` goes on (a restart stays paused)")  # fmt: skip
+
+
+@cli.command()
+@config_option
+def resume(config: Path | None) -> None:
+    """Go on after `watcherd pause`: jobs resume from their checkpoints."""
+    _set_paused(config, False)
+    click.echo("resumed")
+
+
+def _set_paused(config: Path | None, paused: bool) -> None:
+    settings = _settings(config)
+    store = _open_store(settings)
+    try:
+        store.set_paused(paused)
+    finally:
+        store.close()
+
+
+@cli.command()
+@config_option
 @click.argument("job_id", type=int)
 def retry(config: Path | None, job_id: int) -> None:
-    """Queue a failed, cancelled or done job again."""
+    """Queue a failed, cancelled, skipped or done job again."""
     _change_job(config, job_id, "retry")
 
 
@@ -456,7 +504,9 @@ def bump(config: Path | None, job_id: int) -> None:
         store.close()
     if job.state != "queued":
         hint = (
-            " (retry it to queue it again)" if job.state in ("failed", "cancelled", "done") else ""
+            " (retry it to queue it again)"
+            if job.state in ("failed", "cancelled", "skipped", "done")
+            else ""
         )
         click.echo(f"watcherd: #{job.id} is {job.state}, not queued{hint}", err=True)
         sys.exit(EX_FAILURE)
@@ -485,12 +535,13 @@ def transcribe(
     config: Path | None, paths: tuple[Path, ...], output_dir: Path | None, as_json: bool
 ) -> None:
     """Transcribe files now, without the daemon, loading the model once. On a terminal
-    each file shows a progress bar (audio done, speed, ETA)."""
+    each file shows a progress bar (audio done, speed, ETA). The outputs are named and
+    laid out as the daemon would; no hook runs and nothing is skipped."""
     from watcherd import log, outputs, progress
     from watcherd.diarize.background import Speakers
     from watcherd.engine import AudioError, ModelError
     from watcherd.engine.audio.decode import probe_seconds
-    from watcherd.profiles import decode_options, engine_for, layout
+    from watcherd.profiles import decode_options, engine_for, md_folder, placement, style
 
     settings = _settings(config)
     log.configure(settings.log_level if not as_json else "warning")
@@ -502,6 +553,8 @@ def transcribe(
         for path in paths:
             profile = settings.profile(path)  # a file inside an inbox gets that inbox's settings
             try:
+                if not output_dir and (vault := md_folder(profile)):
+                    outputs.check_writable(vault, create=True)
                 engine = engine_for(settings, profile.model)
                 engine.load()  # a model that cannot load is reported before any file
                 report, finished = bars.track(path, probe_seconds(path))
@@ -512,13 +565,16 @@ def transcribe(
                             transcript = diarizing.label(transcript)
                 finally:
                     finished()
+                # --output-dir takes every format, Markdown too: the command line wins.
+                where = placement(profile, transcript)
                 planned = outputs.plan(
                     path.absolute(),
                     profile.formats,
                     output_dir=output_dir,
+                    placement=replace(where, folders={}) if output_dir else where,
                     media_extensions=settings.media_extensions,
                 )
-                written = outputs.write(transcript, planned, layout(profile))
+                written = outputs.write(transcript, planned, style(profile))
             except ModelError as exc:
                 bars.echo(f"watcherd: bad configuration: model: {exc}", err=True)
                 sys.exit(EX_CONFIG)

@@ -7,13 +7,23 @@ documented in config.example.toml; `tests/test_config.py` keeps the two in step.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from watcherd import hooks
 from watcherd.locations import (
     BUSY_TIMEOUT_SECONDS,
     ENV_PREFIX,
@@ -34,10 +44,27 @@ MEDIA_EXTENSIONS = [
     "ogg", "opus", "wav", "wma", "weba", "3gp", "avi", "m4v", "mkv", "mov", "mp4", "mpeg",
     "mpg", "ts", "webm", "wmv",
 ]  # fmt: skip
-FORMATS = ("txt", "srt", "vtt", "json")  # the default; "rttm" is there for diarized files
-Format = Literal["txt", "srt", "vtt", "json", "rttm"]
+FORMATS = ("txt", "srt", "vtt", "json")  # the default; "md" and "rttm" are asked for
+Format = Literal["txt", "srt", "vtt", "json", "md", "rttm"]
 Task = Literal["transcribe", "translate"]
 Priority = Literal["low", "normal", "high"]  # store.PRIORITIES gives their order
+# "plain": movie.srt; "language": movie.en.srt (ISO 639-1); "language3": movie.eng.srt
+SubtitleNames = Literal["plain", "language", "language3"]
+TxtLayout = Literal["segments", "paragraphs"]
+
+
+def _command(value):
+    """A hook's command line: a string is split as a shell would split it, but no shell
+    runs it; a list is taken as it is. A leading ~ in any argument is the home folder.
+    Empty: no hook (an inbox turns the global one off this way)."""
+    if isinstance(value, str):
+        value = shlex.split(value)  # unbalanced quotes: a ValueError, named by pydantic
+    if not isinstance(value, (list, tuple)) or not all(isinstance(a, str) for a in value):
+        raise ValueError("a command line: a string, or a list of strings")
+    return tuple(os.path.expanduser(a) if a.startswith("~") else a for a in value)
+
+
+Command = Annotated[tuple[str, ...], BeforeValidator(_command)]
 
 
 class Inbox(BaseModel):
@@ -58,6 +85,15 @@ class Inbox(BaseModel):
     subtitle_max_lines: int | None = Field(None, ge=1)
     subtitle_max_cue_seconds: float | None = Field(None, gt=0)
     subtitle_highlight_words: bool | None = None
+    subtitle_names: SubtitleNames | None = None
+    skip_subtitled: bool | None = None
+    txt_layout: TxtLayout | None = None
+    md_timestamps: bool | None = None
+    md_dir: str | None = None  # "": beside the source, even when the global one is set
+    notify: bool | None = None
+    on_done: Command | None = None  # "": no hook, even when the global one is set
+    on_failed: Command | None = None
+    hook_timeout_seconds: float | None = Field(None, gt=0)
     diarize: bool | None = None
     speakers: int | None = Field(None, ge=1)
     min_speakers: int | None = Field(None, ge=1)
@@ -104,6 +140,15 @@ class Profile:
     subtitle_max_lines: int
     subtitle_max_cue_seconds: float
     subtitle_highlight_words: bool
+    subtitle_names: str
+    skip_subtitled: bool
+    txt_layout: str
+    md_timestamps: bool
+    md_dir: Path | None  # None: beside the source
+    notify: bool
+    on_done: tuple[str, ...]  # empty: no hook
+    on_failed: tuple[str, ...]
+    hook_timeout_seconds: float
     diarize: bool = False
     speakers: int | None = None  # exactly this many (wins over the range)
     min_speakers: int | None = None
@@ -124,6 +169,7 @@ class Settings(BaseSettings):
     # Queue
     database: Path = Field(default_factory=default_database)
     max_attempts: int = Field(3, ge=1)
+    poison_after_crashes: int = Field(3, ge=1)
     retry_backoff_seconds: float = Field(30.0, ge=0)
     busy_timeout_seconds: float = Field(BUSY_TIMEOUT_SECONDS, gt=0)
     # Free the models after this long with nothing queued; 0 keeps them loaded.
@@ -146,6 +192,17 @@ class Settings(BaseSettings):
     subtitle_max_lines: int = Field(2, ge=1)
     subtitle_max_cue_seconds: float = Field(7.0, gt=0)
     subtitle_highlight_words: bool = False
+    subtitle_names: SubtitleNames = "plain"
+    skip_subtitled: bool = False
+    txt_layout: TxtLayout = "segments"
+    md_timestamps: bool = False
+    md_dir: Path | None = None
+
+    # After each job
+    notify: bool = False
+    on_done: Command | None = None
+    on_failed: Command | None = None
+    hook_timeout_seconds: float = Field(60.0, gt=0)
 
     # Speakers
     diarize: bool = False
@@ -160,10 +217,15 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(5_000_000, gt=0)
     log_backups: int = Field(3, ge=0)
 
-    @field_validator("database", "model_cache_dir", "log_dir", mode="after")
+    @field_validator("database", "model_cache_dir", "log_dir", "md_dir", mode="after")
     @classmethod
-    def _expand_paths(cls, value: Path) -> Path:
-        return expand(value)
+    def _expand_paths(cls, value: Path | None) -> Path | None:
+        return None if value is None else expand(value)
+
+    @field_validator("md_dir", mode="before")
+    @classmethod
+    def _no_md_dir(cls, value):
+        return None if value == "" else value  # "": beside the source, as unset
 
     @field_validator("speaker_names", mode="after")
     @classmethod
@@ -241,6 +303,7 @@ class Settings(BaseSettings):
             return getattr(self, key) if value is None else value
 
         language = pick("language")
+        md_dir = pick("md_dir")
         return Profile(
             model=pick("model"),
             language=None if language in (None, "auto") else language,
@@ -255,12 +318,26 @@ class Settings(BaseSettings):
             subtitle_max_lines=pick("subtitle_max_lines"),
             subtitle_max_cue_seconds=pick("subtitle_max_cue_seconds"),
             subtitle_highlight_words=pick("subtitle_highlight_words"),
+            subtitle_names=pick("subtitle_names"),
+            skip_subtitled=pick("skip_subtitled"),
+            txt_layout=pick("txt_layout"),
+            md_timestamps=pick("md_timestamps"),
+            md_dir=expand(md_dir) if md_dir else None,
+            notify=pick("notify"),
+            on_done=pick("on_done") or (),
+            on_failed=pick("on_failed") or (),
+            hook_timeout_seconds=pick("hook_timeout_seconds"),
             diarize=pick("diarize"),
             speakers=pick("speakers"),
             min_speakers=pick("min_speakers"),
             max_speakers=pick("max_speakers"),
             speaker_names=tuple((pick("speaker_names") or {}).items()),
         )
+
+    @property
+    def notifies(self) -> bool:
+        """Whether any file may post a notification: the global setting or an inbox's."""
+        return self.notify or any(inbox.notify for inbox in self.inboxes)
 
     @property
     def models(self) -> list[str]:
@@ -277,7 +354,25 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's values arrive as init kwargs; the environment overrides them.
-        return (env_settings, init_settings)
+        return (_EnvironmentOutsideHooks(settings_cls, env_settings), init_settings)
+
+
+class _EnvironmentOutsideHooks(PydanticBaseSettingsSource):
+    """The environment's settings; but in a `watcherd` command that a hook runs,
+    WATCHERD_LANGUAGE is the language of the hook's job, not the `language` setting."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environment: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.environment = environment
+
+    def get_field_value(self, field, field_name: str):
+        return self.environment.get_field_value(field, field_name)
+
+    def __call__(self) -> dict:
+        values = self.environment()
+        if hooks.ATTEMPT in os.environ:
+            values.pop("language", None)
+        return values
 
 
 def load_settings(path: Path | str | None = None) -> Settings:
@@ -291,6 +386,7 @@ def load_settings(path: Path | str | None = None) -> Settings:
         if k.startswith(ENV_PREFIX)
         and k[len(ENV_PREFIX) :].lower() not in Settings.model_fields
         and k != f"{ENV_PREFIX}CONFIG"
+        and not hooks.is_job_variable(k)  # a `watcherd` command run from a hook
     )
     if unknown:
         raise ConfigError(f"environment: unknown setting(s) {', '.join(unknown)}")

@@ -73,9 +73,15 @@ class Daemon:
         try:
             # Jobs a crash left running may have left a temp file beside their outputs.
             outputs.discard_temps(p for job in store.jobs(state="running") for p in job.outputs)
-            requeued, failed = store.recover(settings.max_attempts)
+            interrupted = [job.id for job in store.jobs(state="running")]
+            requeued, failed = store.recover(settings.poison_after_crashes)
             if requeued or failed:
                 self.log.info("recovered", requeued=requeued, failed=failed)
+            for job in map(store.get, interrupted):
+                if job.state == "failed":
+                    self.log.error("job_failed", job_id=job.id, path=job.path, error=job.error)
+                else:
+                    self.log.info("job_waits", job_id=job.id, path=job.path, reason=job.waits)
             # Every model an inbox names is converted and checked now (a bad name exits 78
             # at start, not at the first file); the default is loaded last, to stay cached.
             self.log.info("loading_models", models=settings.models)
@@ -110,9 +116,10 @@ class Daemon:
                     break
             stopped = worker.stop(STOP_TIMEOUT_SECONDS)
             watcher.stop(timeout=1.0)
-            if not stopped and worker.current is not None:
+            if not stopped and worker.claimed:
                 self.log.warning("worker_did_not_stop", timeout=STOP_TIMEOUT_SECONDS)
-                store.requeue(worker.current.id)
+                for job in worker.claimed:
+                    store.requeue(job.id)
         finally:
             store.close()
             lock.release()

@@ -79,6 +79,7 @@ def run(config: Path | str | None = None, manager: str | None = None) -> list[Fi
     findings += check_models(settings)
     findings += check_compute(host)
     findings.append(check_service(settings, config_path(config), agent, host))
+    findings += check_after_jobs(settings, host)
     findings.append(check_log(settings, events))
     return findings
 
@@ -517,6 +518,40 @@ def inbox_denial(events: list[dict], inbox: Path) -> dict | None:
         if event.get("inbox") == str(inbox) and event.get("event", "").startswith("inbox_"):
             latest = event
     return latest if latest and latest.get("event") == "inbox_unreadable" else None
+
+
+def check_after_jobs(settings: Settings, host: Host) -> list[Finding]:
+    """Notifications, where any inbox asks for them, and the program of each hook. Seen
+    from this shell: a service's PATH and session may differ (its log says so too)."""
+    from watcherd import notify
+
+    findings = []
+    if settings.notifies:
+        notifier = notify.for_platform(host.system)
+        reason = notifier.unavailable()
+        if reason:
+            remedy = "Notifications will not show. " + (
+                "Run the daemon in your desktop session (a systemd user unit is), and "
+                "install libnotify-bin for notify-send."
+                if notifier.name == "notify-send"
+                else "osascript ships with macOS: check the agent's PATH."
+            )
+            findings.append(Finding("notify", WARN, f"notify is on, but {reason}", remedy))
+        else:
+            findings.append(Finding("notify", OK, f"notifications through {notifier.name}"))
+    profiles = [settings.profile()] + [settings.profile(i.path / "-") for i in settings.inboxes]
+    commands = {(key, getattr(p, key)) for p in profiles for key in ("on_done", "on_failed")}
+    for key, argv in sorted(c for c in commands if c[1]):
+        found = shutil.which(argv[0])
+        if found:
+            findings.append(Finding("hook", OK, f"{key}: {shlex.join(argv)}", subject=found))
+            continue
+        findings.append(Finding(
+            "hook", FAIL, f"{key} runs {argv[0]!r}, which is not found or not executable",
+            "Give the program's full path (the service's PATH is not your shell's), or make "
+            "it executable (chmod +x); each job's hook fails until then.", argv[0],
+        ))  # fmt: skip
+    return findings
 
 
 def check_log(settings: Settings, events: list[dict]) -> Finding:

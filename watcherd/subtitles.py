@@ -59,7 +59,7 @@ class Cue:
     lines: tuple[str, ...]
     words: tuple[Word, ...] = ()  # with timestamps only; times clamped into the segment
     current: int | None = None  # index into words of the word to highlight
-    speaker: int | None = None  # diarized transcripts: who says it
+    speaker: str | None = None  # diarized transcripts: who says it
     new_turn: bool = False  # the first cue of a speaker's turn (and its highlighted copies)
 
     def text(self, escape: Callable[[str], str] = lambda s: s) -> str:
@@ -101,7 +101,7 @@ def _piece(word: Word) -> str:
     return " ".join(word.word.split())
 
 
-def _is_cjk(char: str) -> bool:
+def is_cjk(char: str) -> bool:
     """A character of a script written without spaces: Chinese, Japanese kana."""
     code = ord(char)
     return 0x3040 <= code <= 0x30FF or 0x3400 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF
@@ -123,7 +123,7 @@ def _pieces(token: str) -> list[str]:
     pieces: list[str] = []
     for char in token:
         attach = pieces and (
-            (not _is_cjk(char) and not _is_cjk(pieces[-1][-1]))
+            (not is_cjk(char) and not is_cjk(pieces[-1][-1]))
             or char in SENTENCE_END + CLAUSE_END + CLOSING
             or pieces[-1][-1] in OPENING
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 
@@ -11,7 +12,7 @@ class Word:
     end: float
     word: str
     probability: float
-    speaker: int | None = None  # index into Transcript.speakers, when diarized
+    speaker: str | None = None  # who says it, once diarized ("Speaker 1"); None: not diarized
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Segment:
     words: tuple[Word, ...] = ()
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
-    speaker: int | None = None  # index into Transcript.speakers, when diarized
+    speaker: str | None = None  # who speaks, once diarized ("Speaker 1"); None: not diarized
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Turn:
 
     start: float
     end: float
-    speaker: int
+    speaker: int  # index into Transcript.speakers (the diarizer's own numbering before)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Transcript:
     task: str = "transcribe"
     backend: str = ""
     language_probability: float | None = None  # None: set, not detected
+    windows: int = 0  # windows decoded for it (a resumed file: since it resumed)
     # Diarized transcripts only: the speakers' labels ("Speaker 1", or a name), in order
     # of first appearance, and who spoke when.
     speakers: tuple[str, ...] = ()
@@ -62,3 +64,14 @@ class Transcript:
         data = asdict(self)
         data["text"] = self.text
         return data
+
+
+def segments_to_json(segments: tuple[Segment, ...] | list[Segment]) -> str:
+    """Segments as JSON, every float as it is: what a checkpoint keeps."""
+    return json.dumps([asdict(s) for s in segments])
+
+
+def segments_from_json(text: str) -> tuple[Segment, ...]:
+    return tuple(
+        Segment(**{**s, "words": tuple(Word(**w) for w in s["words"])}) for s in json.loads(text)
+    )

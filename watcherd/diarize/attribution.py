@@ -35,6 +35,7 @@ def _speaker_over(turns: Sequence[Turn], start: float, end: float) -> int:
 
 
 def _split(segment: Segment, turns: Sequence[Turn]) -> list[Segment]:
+    # Speakers are still the diarizer's numbers here; attribute() labels them after.
     if not segment.words:
         return [replace(segment, speaker=_speaker_over(turns, segment.start, segment.end))]
     words = [replace(w, speaker=_speaker_over(turns, w.start, w.end)) for w in segment.words]
@@ -62,8 +63,8 @@ def _split(segment: Segment, turns: Sequence[Turn]) -> list[Segment]:
 def attribute(
     transcript: Transcript, turns: Sequence[Turn], names: dict[int, str] | None = None
 ) -> Transcript:
-    """The transcript with a speaker on every segment and word. `turns` number speakers as
-    the diarizer did; `names` maps some of those numbers to names."""
+    """The transcript with a speaker's label on every segment and word. `turns` number
+    speakers as the diarizer did; `names` maps some of those numbers to names."""
     names = names or {}
     if not turns:  # nobody found (the diarizer heard no speech): one speaker says it all
         turns = [Turn(0.0, max(transcript.audio_seconds, 0.0), 0)]
@@ -72,16 +73,20 @@ def attribute(
     for speaker in [s.speaker for s in segments if s.text.strip()] + [t.speaker for t in turns]:
         order.setdefault(speaker, len(order))
 
-    def renumber(item):
-        return replace(item, speaker=order[item.speaker])
+    label = {old: names.get(old) or f"Speaker {new + 1}" for old, new in order.items()}
 
-    segments = [replace(renumber(s), words=tuple(renumber(w) for w in s.words)) for s in segments]
-    labels = {new: names.get(old) or f"Speaker {new + 1}" for old, new in order.items()}
+    def labelled(item):
+        return replace(item, speaker=label[item.speaker])
+
+    segments = [replace(labelled(s), words=tuple(labelled(w) for w in s.words)) for s in segments]
     return replace(
         transcript,
         segments=tuple(segments),
-        speakers=tuple(labels[n] for n in range(len(order))),
-        turns=tuple(renumber(t) for t in sorted(turns, key=lambda t: (t.start, t.end))),
+        speakers=tuple(label[old] for old in order),  # dicts keep the order of first appearance
+        turns=tuple(
+            replace(t, speaker=order[t.speaker])
+            for t in sorted(turns, key=lambda t: (t.start, t.end))
+        ),
     )
 
 

@@ -74,12 +74,14 @@ class Speakers:
             self._voices[clip] = known
         return known
 
+    def start(self, path: Path | str, profile: Profile) -> Pending | None:
+        """Start diarizing the file now, when its profile asks for it."""
+        return Pending(self, Path(path), profile) if profile.diarize else None
+
     def beside(self, path: Path | str, profile: Profile) -> Pending | contextlib.nullcontext:
-        """Start diarizing the file now, when its profile asks for it; as a context, whose
-        value is the Pending diarization (or None), and whose early exit stops it."""
-        if not profile.diarize:
-            return contextlib.nullcontext()
-        return Pending(self, Path(path), profile)
+        """`start`, as a context whose value is the Pending diarization (or None), and whose
+        early exit stops it."""
+        return self.start(path, profile) or contextlib.nullcontext()
 
 
 class Pending:
@@ -112,6 +114,16 @@ class Pending:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    @property
+    def done(self) -> bool:
+        """Whether `label` can return at once."""
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for it to be done; whether it is."""
+        self._thread.join(timeout)
+        return self.done
 
     def __enter__(self) -> Pending:
         return self

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from watcherd.engine.audio.decode import SAMPLE_RATE
-from watcherd.engine.audio.vad import VAD_FRAME, SileroVAD, VadOptions, speech_regions
+from watcherd.engine.audio.vad import (
+    VAD_FRAME,
+    SileroVAD,
+    VadOptions,
+    speech_probabilities,
+    speech_regions,
+)
 
 MAX_CHUNK = 30 * SAMPLE_RATE
 
@@ -97,12 +103,16 @@ def split_long(
     return [(start, cut), *split_long((cut, end), probs, max_frames)]
 
 
-def merge(spans: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:
-    """Join neighbours while the span from the first start to the last end fits; where
-    padded neighbours that stay apart overlap, split the overlap between them."""
+def merge(
+    spans: list[tuple[int, int]], max_len: int, max_gap: int | None = None
+) -> list[tuple[int, int]]:
+    """Join neighbours while the span from the first start to the last end fits and the
+    pause between them is at most `max_gap`; where padded neighbours that stay apart
+    overlap, split the overlap between them."""
     merged: list[tuple[int, int]] = []
     for start, end in spans:
-        if merged and end - merged[-1][0] <= max_len:
+        near = max_gap is None or (merged and start - merged[-1][1] <= max_gap)
+        if merged and end - merged[-1][0] <= max_len and near:
             merged[-1] = (merged[-1][0], end)
         elif merged and start < merged[-1][1]:
             middle = (start + merged[-1][1]) // 2
@@ -117,15 +127,15 @@ def speech_chunks(
     blocks: Iterable[np.ndarray],
     options: VadOptions | None = None,
     vad: SileroVAD | None = None,
+    workers: int = 0,
 ) -> Iterator[Chunk]:
-    """Chunks of at most 30 s holding the speech of the stream."""
+    """Chunks of at most 30 s holding the speech of the stream; `workers`: threads for
+    the VAD of the segments ahead (`vad.speech_probabilities`)."""
     options = options or VadOptions()
-    vad = vad or SileroVAD()
-    vad.reset()
-    buffer = _Buffer()  # samples from buffer.start on, whole VAD frames only
+    buffer = _Buffer()  # samples from buffer.start on
     probs = np.zeros(0, np.float32)  # one per frame of the buffer
-    pending = np.zeros(0, np.float32)  # samples short of a whole frame
     pad = int(options.pad_seconds * SAMPLE_RATE)
+    gap = None if options.max_gap_seconds is None else int(options.max_gap_seconds * SAMPLE_RATE)
     longest = (MAX_CHUNK - 2 * pad) // VAD_FRAME
 
     def spans() -> list[tuple[int, int]]:
@@ -133,7 +143,7 @@ def speech_chunks(
         regions = [piece for region in speech_regions(probs, options)
                    for piece in split_long(region, probs, longest)]  # fmt: skip
         padded = [(max(0, s * VAD_FRAME - pad), e * VAD_FRAME + pad) for s, e in regions]
-        return merge(padded, MAX_CHUNK)
+        return merge(padded, MAX_CHUNK, gap)
 
     def emit(final: list[tuple[int, int]]) -> Iterator[Chunk]:
         for start, end in final:
@@ -141,12 +151,9 @@ def speech_chunks(
                 buffer.start + start, buffer.data[start : min(end, buffer.data.size)].copy()
             )
 
-    for block in blocks:
-        data = np.concatenate([pending, block]) if pending.size else block
-        whole = data.size // VAD_FRAME * VAD_FRAME
-        pending = data[whole:]
-        buffer.append(data[:whole])
-        probs = np.concatenate([probs, vad.probabilities(data[:whole])])
+    for segment, segment_probs in speech_probabilities(blocks, vad, workers):
+        buffer.append(segment)
+        probs = np.concatenate([probs, segment_probs])
         if buffer.data.size < 2 * MAX_CHUNK:
             continue
         # A span that starts this far back can no longer grow or merge with later speech.
@@ -159,7 +166,4 @@ def speech_chunks(
         keep = min(keep, buffer.data.size) // VAD_FRAME * VAD_FRAME
         buffer.drop_before(buffer.start + keep)
         probs = probs[keep // VAD_FRAME :]
-    if pending.size:  # the last partial frame counts as speech only if its neighbour does
-        buffer.append(pending)
-        probs = np.append(probs, probs[-1] if probs.size else 0.0)
     yield from emit(spans())

@@ -154,18 +154,29 @@ def stream_audio(path: Path | str, block_samples: int = 30 * SAMPLE_RATE) -> Ite
                     pending = [buffer[block_samples:]]
                     pending_samples = pending[0].size
         except av.error.FFmpegError as exc:
+            # Older FFmpeg builds stop a cut-off FLAC with an error where newer ones end the
+            # stream: either way, a file shorter than its header says is named as truncated.
+            if truncated := _truncated(path, container, stream, decoded + pending_samples):
+                raise truncated from exc
             raise AudioError(path, f"corrupt or truncated audio ({_reason(exc)})") from exc
         if pending_samples:
             decoded += pending_samples
             yield np.concatenate(pending)
         if decoded == 0:
             raise AudioError(path, "contains no decodable audio")
-        expected = _trusted_length(path, container, stream)
-        got = decoded / SAMPLE_RATE
-        if expected and got < expected * TRUNCATED_SHARE and expected - got > TRUNCATED_SECONDS:
-            raise AudioError(
-                path, f"truncated: only {got:.1f} s of the {expected:.1f} s its header declares"
-            )
+        if truncated := _truncated(path, container, stream, decoded):
+            raise truncated
+
+
+def _truncated(path: Path, container, stream, decoded: int) -> AudioError | None:
+    """The error for a file that decodes to clearly less than its header declares."""
+    expected = _trusted_length(path, container, stream)
+    got = decoded / SAMPLE_RATE
+    if expected and got < expected * TRUNCATED_SHARE and expected - got > TRUNCATED_SECONDS:
+        return AudioError(
+            path, f"truncated: only {got:.1f} s of the {expected:.1f} s its header declares"
+        )
+    return None
 
 
 def _frames(container, stream, resampler) -> Iterator[av.AudioFrame]:
@@ -183,3 +194,25 @@ def probe_seconds(path: Path | str) -> float | None:
     """The duration the container declares, without decoding."""
     with _open(Path(path)) as container:
         return declared_seconds(container)
+
+
+def _serve(path: str) -> int:
+    """`python decode.py PATH`: the file's samples as raw float32 on stdout; an error as
+    one line `transient<TAB>cause` on stderr, exit status 3 (see `audio/child.py`)."""
+    import sys
+
+    try:
+        for block in stream_audio(path, SAMPLE_RATE * 10):
+            sys.stdout.buffer.write(block.data)
+    except AudioError as exc:
+        sys.stderr.write(f"{int(exc.transient)}\t{exc.cause}\n")
+        return 3
+    except BrokenPipeError:  # the reader stopped (a cancelled file)
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_serve(sys.argv[1]))

@@ -67,10 +67,21 @@ class Compute:
     # Decoding checks whether every row has ended each `sync_every` steps: reading a
     # value back from an accelerator waits for the queued work, on the CPU it is free.
     sync_every: int = 1
+    # The most rows decoded at once. A CPU's decoder step reads every live row's keys and
+    # values from memory, so its cost grows with the batch; an accelerator's hardly does.
+    max_batch: int = 8
+    # Cores the model's work leaves free, for the audio's decoding and VAD to run ahead
+    # in threads: none on a CPU, whose cores the encoder and decoder share.
+    spare_cores: int = 0
 
     def __init__(self, model: Whisper):
         self.model = model
         self.dims = model.dims
+
+    def memory_bytes(self) -> int | None:
+        """Memory the batches may share, when the device has its own (None: the system's
+        free memory)."""
+        return None
 
     # --- the encoder -----------------------------------------------------------------
 
@@ -105,8 +116,18 @@ class Compute:
         where `done` (B,) is true have ended: they may get any logits."""
         raise NotImplementedError
 
+    def prefix_logits(self, tokens, self_kv: KeysValues, cross_kv: KeysValues, at: tuple):
+        """A pass over a whole prompt `tokens` (B, n) from position 0: the logits at the
+        positions `at` (B, len(at), vocab), and the cache, written for every position."""
+        raise NotImplementedError
+
     def log_softmax(self, logits):
         raise NotImplementedError
+
+    def batch_size(self, rows: int) -> int:
+        """How many rows to decode for `rows`: more, padded with ended rows, where every new
+        batch size would cost a compilation."""
+        return rows
 
     def alignment_scores(self, tokens: np.ndarray, cross_kv: KeysValues) -> np.ndarray:
         """A teacher-forced pass over `tokens` (R, L): the cross-attention scores (before
@@ -119,12 +140,19 @@ class Compute:
         """A token per row: the likeliest, or at `temperature`, drawn with `noise`."""
         raise NotImplementedError
 
-    def noise(self, seed: int, steps: int) -> list:
-        """Randomness for `steps` sampling steps, the same for the same seed."""
+    def noise(self, seeds: list[int], steps: int) -> list:
+        """Randomness for `steps` sampling steps, each row's from its own seed: a row draws
+        the same tokens whatever else is in its batch (a file resumed after a crash decodes
+        its chunks in other batches, and must read as it did)."""
         raise NotImplementedError
 
     def schedule(self, *arrays) -> None:
         """Let the work that makes `arrays` start, without waiting for it."""
+
+    def step(self, function):
+        """The decoder's step (`BatchDecoder._step`: a function of arrays and a position),
+        made as fast as this path can run it; on the CPU it runs as it is."""
+        return function
 
     # --- array operations for the logit rules (`decoding.rules`) ---------------------
 

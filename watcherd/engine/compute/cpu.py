@@ -58,6 +58,7 @@ def _cross_attention(q, k_t, v, rows, keep: list[int] | None = None):
 class CPUCompute(Compute):
     name = "cpu"
     xp = np
+    int8_vocabulary = True  # see `_unembed_graph`
 
     def __init__(self, model: Whisper):
         super().__init__(model)
@@ -116,11 +117,16 @@ class CPUCompute(Compute):
 
     def _unembed_graph(self) -> Graph:
         """Logits from the last rows: the final layer norm and the vocabulary projection,
-        the step's largest product, on every core."""
+        the step's largest product (for tiny, two thirds of the bytes a step reads), on
+        every core; with int8 weights where `int8_vocabulary`."""
         vocabulary, width = self.embedding.shape
         g = Builder(self.w)
-        embedding = g.constant("token_embedding.weight", self.embedding)
-        logits = g.node("Gemm", g.layer_norm("x", "ln"), embedding, transB=1)
+        h = g.layer_norm("x", "ln")
+        if self.int8_vocabulary:
+            logits = g.int8_product(h, "token_embedding", self.embedding)
+        else:
+            embedding = g.constant("token_embedding.weight", self.embedding)
+            logits = g.node("Gemm", h, embedding, transB=1)
         return g.build([tensor("x", ["n", width])], {"logits": (logits, ["n", vocabulary])},
                        threads=os.cpu_count() or 1)  # fmt: skip
 
@@ -133,26 +139,38 @@ class CPUCompute(Compute):
 
     # --- the decoder -----------------------------------------------------------------
 
+    @cached_property
+    def cross_kv_graph(self) -> Graph:
+        """A window's cross-attention keys and values, every layer's, in their layouts:
+        keys (H, Dh, T) scaled, values (H, T, Dh); one graph on every core."""
+        width, frames = self.embedding.shape[1], self.dims.n_audio_ctx
+        size = width // self.heads
+        g = Builder(self.w)
+        heads = g.shape("heads", [frames, self.heads, size])
+        outputs = {}
+        for i in range(self.n_layer):
+            name = f"blocks.{i}.cross_attn"
+            k = g.scaled(g.linear("features", f"{name}.key"), size**-0.25)
+            k = g.node("Transpose", g.node("Reshape", k, heads), perm=[1, 2, 0])
+            v = g.node("Reshape", g.linear("features", f"{name}.value"), heads)
+            outputs[f"k{i}"] = (k, [self.heads, size, frames])
+            outputs[f"v{i}"] = (g.node("Transpose", v, perm=[1, 0, 2]), [self.heads, frames, size])
+        return g.build([tensor("features", [frames, width])], outputs,
+                       threads=os.cpu_count() or 1, prepack=False)  # fmt: skip
+
     def cross_kv(self, features) -> KeysValues:
-        """Written a row at a time straight into their layout: the whole batch's
-        projections and their transposed copies would add to the peak for nothing."""
+        """Window by window, into the batch's arrays: the whole batch's intermediates at
+        once would add to the peak for nothing."""
         features = np.asarray(features)
         batch, frames, width = features.shape
         size = width // self.heads
-        scale = np.float32(size**-0.25)
-        result = []
-        for i in range(self.n_layer):
-            name = f"blocks.{i}.cross_attn"
-            k_t = np.empty((batch, self.heads, size, frames), np.float32)
-            v = np.empty((batch, self.heads, frames, size), np.float32)
-            keys = self.w[f"{name}.key.weight"]
-            for b in range(batch):
-                # (d, d) @ (d, T): the keys (no bias in Whisper) come out transposed, as
-                # the heads want them.
-                np.matmul(keys, features[b].T, out=k_t[b].reshape(width, frames))
-                v[b] = _heads(self.w.linear(features[b : b + 1], f"{name}.value"), self.heads)[0]
-            k_t *= scale
-            result.append((k_t, v))
+        result = [(np.empty((batch, self.heads, size, frames), np.float32),
+                   np.empty((batch, self.heads, frames, size), np.float32))
+                  for _ in range(self.n_layer)]  # fmt: skip
+        for b in range(batch):
+            out = self.cross_kv_graph.run(features=np.ascontiguousarray(features[b]))
+            for i, (k_t, v) in enumerate(result):
+                k_t[b], v[b] = out[2 * i], out[2 * i + 1]
         return result
 
     def empty_cache(self, batch: int, length: int) -> KeysValues:
@@ -171,15 +189,25 @@ class CPUCompute(Compute):
         rows = np.arange(batch) if done is None else np.flatnonzero(~np.asarray(done))
         if not rows.size:
             return np.zeros((batch, self.embedding.shape[0]), np.float32), self_kv
-        x, _ = self._forward(tokens, pos, self_kv, cross_kv, rows)
-        width = self.embedding.shape[1]
-        last = np.ascontiguousarray(x.reshape(rows.size, tokens.shape[1], width)[:, -1])
-        logits = self.unembed.run(x=last)
+        logits = self._unembed(tokens, pos, self_kv, cross_kv, rows, (-1,))[:, 0]
         if rows.size == batch:
             return logits, self_kv
         full = np.zeros((batch, logits.shape[-1]), np.float32)
         full[rows] = logits
         return full, self_kv
+
+    def prefix_logits(self, tokens, self_kv, cross_kv, at: tuple):
+        tokens = np.asarray(tokens)
+        rows = np.arange(tokens.shape[0])
+        return self._unembed(tokens, 0, self_kv, cross_kv, rows, at), self_kv
+
+    def _unembed(self, tokens, pos, self_kv, cross_kv, rows, at) -> np.ndarray:
+        """Logits (rows, len(at), vocab) at the positions `at` of `tokens`."""
+        x, _ = self._forward(tokens, pos, self_kv, cross_kv, rows)
+        width = self.embedding.shape[1]
+        picked = x.reshape(rows.size, tokens.shape[1], width)[:, list(at)]
+        logits = self.unembed.run(x=np.ascontiguousarray(picked.reshape(-1, width)))
+        return logits.reshape(rows.size, len(at), -1)
 
     def alignment_scores(self, tokens: np.ndarray, cross_kv: KeysValues) -> np.ndarray:
         tokens = np.asarray(tokens)
@@ -238,12 +266,13 @@ class CPUCompute(Compute):
     def sample(self, logits, temperature: float, noise):
         if temperature == 0:
             return np.argmax(logits, axis=-1).astype(np.int32)
-        gumbel = noise.gumbel(size=logits.shape).astype(np.float32)  # Gumbel-max sampling
-        return np.argmax(logits / temperature + gumbel, axis=-1).astype(np.int32)
+        width = logits.shape[-1]  # Gumbel-max sampling, each row with its own generator
+        gumbel = np.stack([generator.gumbel(size=width) for generator in noise])
+        return np.argmax(logits / temperature + gumbel.astype(np.float32), axis=-1).astype(np.int32)
 
-    def noise(self, seed: int, steps: int) -> list:
-        generator = np.random.default_rng(seed)
-        return [generator] * steps
+    def noise(self, seeds: list[int], steps: int) -> list:
+        generators = [np.random.default_rng(seed) for seed in seeds]
+        return [generators] * steps
 
     # --- the logit rules' operations, in place: a fresh logits array each step --------
 

@@ -31,19 +31,10 @@ class Weights:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
-    def linear(self, x: np.ndarray, name: str) -> np.ndarray:
-        weight = self.arrays[name + ".weight"]
-        # One 2-D product (a stacked one would loop over the batch), by a transposed
-        # view of the weight, which BLAS reads as it is.
-        y = x.reshape(-1, x.shape[-1]) @ weight.T
-        bias = self.arrays.get(name + ".bias")
-        if bias is not None:
-            y += bias
-        return y.reshape(*x.shape[:-1], weight.shape[0])
-
 
 class Graph:
-    """A session for `graph`, whose initializers are `constants` (name -> float32 array)."""
+    """A session for `graph`, whose initializers are `constants` (name -> array: float32,
+    or int8 for quantized weights)."""
 
     def __init__(
         self,
@@ -53,7 +44,7 @@ class Graph:
         prepack: bool = True,
     ):
         self.threads = threads
-        graph.initializer.extend(_placeholder(name, a.shape) for name, a in constants.items())
+        graph.initializer.extend(_placeholder(name, a) for name, a in constants.items())
         opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
         # The IR version of opset 17, not the newest the `onnx` package knows: an older
         # ONNX Runtime (the newest for Python 3.10 is 1.23) refuses a newer IR.
@@ -94,7 +85,9 @@ class Builder:
         return output
 
     def constant(self, name: str, array: np.ndarray) -> str:
-        self.constants[name] = np.ascontiguousarray(array, np.float32)
+        """A float32 constant (quantized weights stay uint8)."""
+        dtype = np.uint8 if array.dtype == np.uint8 else np.float32
+        self.constants[name] = np.ascontiguousarray(array, dtype)
         return name
 
     def shape(self, name: str, dims: list[int]) -> str:
@@ -108,6 +101,21 @@ class Builder:
         if f"{name}.bias" in self.w.arrays:
             inputs.append(self.constant(f"{name}.bias", self.w[f"{name}.bias"]))
         return self.node("Gemm", *inputs, transB=1)
+
+    def int8_product(self, x: str, name: str, weight: np.ndarray, block: int = 32) -> str:
+        """x @ weight.T for rows x, `weight` (out, in) stored as int8, a scale per block of
+        `block` inputs; each row of x quantized on the fly per block too (ONNX Runtime's
+        MatMulNBits, accuracy level 4): a quarter of the bytes to read, and per-block
+        scales follow the outliers a layer norm's output has."""
+        out, width = weight.shape
+        blocks = weight.reshape(out, width // block, block)
+        scale = np.abs(blocks).max(axis=2) / 127.0
+        scale[scale == 0] = 1.0
+        codes = np.clip(np.round(blocks / scale[..., None]), -127, 127) + 128
+        inputs = [x, self.constant(f"{name}.int8", codes.astype(np.uint8)),
+                  self.constant(f"{name}.scale", scale.reshape(-1))]  # fmt: skip
+        return self.node("MatMulNBits", *inputs, domain="com.microsoft", K=width, N=out,
+                         bits=8, block_size=block, accuracy_level=4)  # fmt: skip
 
     def layer_norm(self, x: str, name: str) -> str:
         weight = self.constant(f"{name}.weight", self.w[f"{name}.weight"])
@@ -137,14 +145,14 @@ def tensor(name: str, shape: list) -> object:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
-def _placeholder(name: str, shape: tuple[int, ...]) -> TensorProto:
-    """A float32 constant with a name and a shape, whose values are 'external': supplied
+def _placeholder(name: str, array: np.ndarray) -> TensorProto:
+    """A constant with a name, a type and a shape, whose values are 'external': supplied
     from memory by `add_external_initializers`."""
-    placeholder = TensorProto(name=name, data_type=TensorProto.FLOAT)
-    placeholder.dims.extend(shape)
+    kind = TensorProto.UINT8 if array.dtype == np.uint8 else TensorProto.FLOAT
+    placeholder = TensorProto(name=name, data_type=kind)
+    placeholder.dims.extend(array.shape)
     placeholder.data_location = TensorProto.EXTERNAL
-    size = 4 * int(np.prod(shape))
-    for key, value in (("location", name), ("offset", "0"), ("length", str(size))):
+    for key, value in (("location", name), ("offset", "0"), ("length", str(array.nbytes))):
         entry = placeholder.external_data.add()
         entry.key, entry.value = key, value
     return placeholder

@@ -11,6 +11,8 @@ The decoder's forward pass reuses mlx-whisper's weights but is shaped for batche
 
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -18,6 +20,7 @@ import numpy as np
 from watcherd.engine.compute.base import Batch, Compute, Encoding, KeysValues
 
 SYNC_EVERY = 8  # decoder steps between reads of "has every row ended?"
+GPU_MAX_BATCH = 64  # rows: a step costs about the same at 8 rows and at 64 on a GPU
 
 
 class MLXEncoding(Encoding):
@@ -52,8 +55,19 @@ class MLXCompute(Compute):
     def __init__(self, model):
         super().__init__(model)
         self.n_ctx = model.dims.n_text_ctx
+        self.on_gpu = mx.default_device() != mx.cpu
+        if self.on_gpu:
+            self.max_batch = GPU_MAX_BATCH
+            self.spare_cores = max(1, (os.cpu_count() or 2) - 1)  # one drives the GPU
         heads = np.array(model.alignment_heads).reshape(-1, 2)
         self.alignment_heads = [(int(layer), int(head)) for layer, head in heads]
+
+    def memory_bytes(self) -> int | None:
+        """A GPU's own memory (on a Mac, the share macOS lets the GPU wire)."""
+        if not self.on_gpu:
+            return None
+        info = mx.device_info()
+        return info.get("max_recommended_working_set_size") or info.get("memory_size")
 
     def encoding(self) -> Encoding:
         return MLXEncoding(self)
@@ -84,7 +98,17 @@ class MLXCompute(Compute):
 
     def logits(self, tokens, pos: int, self_kv, cross_kv, done=None):
         logits, self_kv, _ = self._forward(mx.array(tokens), pos, self_kv, cross_kv)
+        return logits[:, -1], self_kv
+
+    def prefix_logits(self, tokens, self_kv, cross_kv, at: tuple):
+        tokens = mx.array(tokens)
+        logits, self_kv, _ = self._forward(tokens, 0, self_kv, cross_kv, at=at)
         return logits, self_kv
+
+    def batch_size(self, rows: int) -> int:
+        """On a GPU the next power of two: a compiled step is traced once per batch size,
+        and a trace costs as much as hundreds of steps; padded rows cost next to nothing."""
+        return 1 << (rows - 1).bit_length() if self.on_gpu else rows
 
     def alignment_scores(self, tokens: np.ndarray, cross_kv: KeysValues) -> np.ndarray:
         tokens = mx.array(tokens)
@@ -103,17 +127,18 @@ class MLXCompute(Compute):
         out = (weights @ v).transpose(0, 2, 1, 3)
         return out.reshape(out.shape[0], out.shape[1], -1), scores
 
-    def _forward(self, tokens, pos: int, self_kv, cross_kv, capture=None):
-        """The decoder over `tokens` (B, n) from position `pos`: the last position's
-        logits and the new cache; or, given `capture` ((layer, head) pairs), the
-        cross-attention scores of those heads, stopping after the last layer that has one."""
+    def _forward(self, tokens, pos: int, self_kv, cross_kv, capture=None, at=(-1,)):
+        """The decoder over `tokens` (B, n) from position `pos`: the logits at the positions
+        `at` (B, len(at), vocab) and the new cache; or, given `capture` ((layer, head)
+        pairs), the cross-attention scores of those heads, stopping after the last layer
+        that has one."""
         decoder = self.model.decoder
         batch, n = tokens.shape
         positions = pos + mx.arange(n)
         x = decoder.token_embedding(tokens) + decoder.positional_embedding[positions]
         columns = mx.arange(self.n_ctx)
         causal = mx.where(columns[None, :] <= positions[:, None], 0.0, -mx.inf).astype(x.dtype)
-        start = mx.array(pos, dtype=mx.int32)[None]
+        start = mx.array(pos, dtype=mx.int32).reshape(1)
         last = max(layer for layer, _ in capture) if capture else len(decoder.blocks) - 1
         new_kv, captured = [], []
         for layer, (block, (k_cache, v_cache), (ck, cv)) in enumerate(
@@ -143,9 +168,8 @@ class MLXCompute(Compute):
                     return None, new_kv, captured
             x = x + cross.out(out)
             x = x + block.mlp2(nn.gelu(block.mlp1(block.mlp_ln(x))))
-        x = decoder.ln(x)
-        logits = decoder.token_embedding.as_linear(x[:, -1:]).astype(mx.float32)[:, 0]
-        return logits, new_kv, captured
+        x = decoder.ln(x[:, list(at)])
+        return decoder.token_embedding.as_linear(x).astype(mx.float32), new_kv, captured
 
     def log_softmax(self, logits):
         return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
@@ -153,13 +177,28 @@ class MLXCompute(Compute):
     def sample(self, logits, temperature: float, noise):
         if temperature == 0:
             return mx.argmax(logits, axis=-1).astype(mx.int32)
-        return mx.random.categorical(logits / temperature, key=noise).astype(mx.int32)
+        width = logits.shape[-1]  # Gumbel-max sampling, each row with its own key
+        gumbel = mx.stack([mx.random.gumbel((width,), key=key) for key in noise])
+        return mx.argmax(logits / temperature + gumbel, axis=-1).astype(mx.int32)
 
-    def noise(self, seed: int, steps: int) -> list:
-        return list(mx.random.split(mx.random.key(seed), steps))
+    def noise(self, seeds: list[int], steps: int) -> list:
+        keys = mx.stack([mx.random.split(mx.random.key(seed), steps) for seed in seeds], axis=1)
+        return list(keys)  # per step, a key per row
 
     def schedule(self, *arrays) -> None:
         mx.async_eval(*arrays)
+
+    def step(self, function):
+        """Compiled: one call per step instead of building a graph of a few hundred small
+        operations on the host each time (the host's work, not the device's, bounds a
+        small model's step on a GPU). Traced again for each new batch size. The position
+        goes in as an array, so that every step of a batch runs the same trace."""
+        compiled = mx.compile(function)
+
+        def run(tokens, pos, *rest):
+            return compiled(tokens, mx.array(pos, dtype=mx.int32), *rest)
+
+        return run
 
     def split(self, logits, at: int) -> tuple:
         return logits[:, :at], logits[:, at:]

@@ -9,7 +9,7 @@ path's own arrays, so on an accelerator nothing is read back but every few steps
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +86,7 @@ class BatchDecoder:
             rules.TimestampsWin(compute),
         ]
         self.hold_end = rules.HoldEnd(compute, tokenizer)
+        self._steps: dict = {}  # see `_step`
 
     def cross_kv(self, features) -> KeysValues:
         return self.compute.cross_kv(features)
@@ -101,75 +102,112 @@ class BatchDecoder:
             text, held_at = self.hold_end.apply(text, stamps, state, hold)
         return compute.join(logits, text, stamps), held_at
 
-    def _step(self, tokens, pos, self_kv, cross_kv, state, temperature, noise, first, hold):
+    def _choose(self, logits, arrays, noise, hold, first: bool, temperature: float):
+        """Whisper's rules on a step's logits, a token per row, and the rows' new state:
+        (chosen, its log-probability, state arrays)."""
         compute, xp = self.compute, self.compute.xp
-        logits, self_kv = compute.logits(tokens, pos, self_kv, cross_kv, state.done)
-        logits, held_at = self.masked_logits(logits, state, first, hold)
+        state = State.of(**dict(zip(State.FIELDS, arrays, strict=True)))
+        logits, held_at = self.masked_logits(logits, state, first, *hold)
         chosen = compute.sample(logits, temperature, noise)
         chosen_lp = xp.take_along_axis(compute.log_softmax(logits), chosen[:, None], axis=-1)
         chosen_lp = chosen_lp[:, 0]
         live = ~state.done
         chosen = xp.where(live, chosen, self.eot)
         is_ts = chosen >= self.ts_begin
-        return (
-            chosen,
-            chosen_lp,
-            self_kv,
-            State.of(
-                sum_logprob=state.sum_logprob + xp.where(live, chosen_lp, 0.0),
-                count=state.count + live.astype(xp.int32),
-                penult_is_ts=xp.where(live, state.last_is_ts, state.penult_is_ts),
-                last_is_ts=xp.where(live, is_ts, state.last_is_ts),
-                last_ts=xp.where(live & is_ts, chosen, state.last_ts),
-                done=state.done | (chosen == self.eot),
-                spoke=state.spoke | (live & (chosen < self.eot)),
-                held_at=held_at,
-            ),
+        new = State.of(
+            sum_logprob=state.sum_logprob + xp.where(live, chosen_lp, 0.0),
+            count=state.count + live.astype(xp.int32),
+            penult_is_ts=xp.where(live, state.last_is_ts, state.penult_is_ts),
+            last_is_ts=xp.where(live, is_ts, state.last_is_ts),
+            last_ts=xp.where(live & is_ts, chosen, state.last_ts),
+            done=state.done | (chosen == self.eot),
+            spoke=state.spoke | (live & (chosen < self.eot)),
+            held_at=held_at,
         )
+        return chosen, chosen_lp, new.arrays()
+
+    def _step(self, temperature: float, held: bool):
+        """A step after the first, as a function of arrays only: (tokens, pos, self_kv,
+        cross_kv, state arrays, noise[, hold]) -> (chosen, its log-probability, self_kv,
+        state arrays). Made once per kind, and handed to the compute path, which may
+        compile it (`Compute.step`)."""
+        key = (temperature, held)
+        if key not in self._steps:
+
+            def step(tokens, pos, self_kv, cross_kv, arrays, noise, *hold):
+                done = arrays[State.FIELDS.index("done")]
+                logits, self_kv = self.compute.logits(tokens, pos, self_kv, cross_kv, done)
+                chosen, chosen_lp, arrays = self._choose(logits, arrays, noise, hold, False,
+                                                         temperature)  # fmt: skip
+                return chosen, chosen_lp, self_kv, arrays
+
+            self._steps[key] = self.compute.step(step)
+        return self._steps[key]
 
     def decode(
         self,
         cross_kv: KeysValues,
         prefix: list[int],
         temperature: float = 0.0,
-        seed: int = 0,
+        seeds: Sequence[int] | None = None,
         check: Callable[[], None] | None = None,
         hold: np.ndarray | None = None,
     ) -> list[RowResult]:
         """Decode every row of an encoded batch; `prefix` is the shared prompt + SOT sequence.
         `check` runs every few steps and may raise to abandon the batch (stop, cancel).
         `hold`: per row, a timestamp (in steps of TIME_PRECISION into the window) before
-        which a row that has spoken may not end (`rules.HoldEnd`)."""
+        which a row that has spoken may not end (`rules.HoldEnd`). `seeds`: per row, the
+        seed of its sampling (at a temperature above 0)."""
         compute, xp = self.compute, self.compute.xp
         batch = cross_kv[0][0].shape[0]
+        rows = compute.batch_size(batch)  # padded with ended rows, where that pays
+        if rows > batch:
+            pad = xp.array(list(range(batch)) + [0] * (rows - batch))
+            cross_kv = [(k[pad], v[pad]) for k, v in cross_kv]
         limit = min(self.sample_len, self.n_ctx - len(prefix))
-        self_kv = compute.empty_cache(batch, len(prefix) + limit)
-        state = State(batch, xp)
-        tokens = xp.array([prefix] * batch, dtype=xp.int32)
-        no_speech = self._no_speech_probs(tokens, cross_kv, prefix.index(self.tokenizer.sot))
-        noise = compute.noise(seed, self.sample_len)
+        self_kv = compute.empty_cache(rows, len(prefix) + limit)
+        state = State(rows, xp)
+        if rows > batch:
+            state.done = xp.array(np.arange(rows) >= batch)
+        tokens = xp.array([prefix] * rows, dtype=xp.int32)
+        seeds = list(seeds if seeds is not None else range(batch)) + [0] * (rows - batch)
+        noise = compute.noise(seeds, self.sample_len)
+        held = ()
         if hold is not None:
-            hold = xp.array(np.asarray(hold, np.int32))
-        sampled, logprobs, pos = [], [], 0
-        for i in range(limit):
-            chosen, logprob, self_kv, state = self._step(
-                tokens, pos, self_kv, cross_kv, state, temperature, noise[i], i == 0, hold
+            held = (xp.array(np.pad(np.asarray(hold, np.int32), (0, rows - batch))),)
+        # The first step reads the whole prompt, and with it the no-speech probability
+        # right after the start-of-transcript token, in the same pass.
+        sot = prefix.index(self.tokenizer.sot)
+        both, self_kv = compute.prefix_logits(tokens, self_kv, cross_kv, (sot, len(prefix) - 1))
+        no_speech = self._no_speech_probs(both[:, 0])
+        chosen, logprob, arrays = self._choose(both[:, 1], state.arrays(), noise[0], held, True,
+                                               temperature)  # fmt: skip
+        del both
+        sampled, logprobs, pos = [chosen], [logprob], len(prefix)
+        tokens = chosen[:, None]
+        compute.schedule(chosen, logprob, *arrays)
+        done = State.FIELDS.index("done")
+        step = self._step(temperature, hold is not None)
+        for i in range(1, limit):
+            chosen, logprob, self_kv, arrays = step(
+                tokens, pos, self_kv, cross_kv, arrays, noise[i], *held
             )
-            pos += tokens.shape[1]
+            pos += 1
             tokens = chosen[:, None]
             sampled.append(chosen)
             logprobs.append(logprob)
-            compute.schedule(chosen, logprob, *state.arrays())
+            compute.schedule(chosen, logprob, *arrays)
             if check is not None and i % CHECK_EVERY == CHECK_EVERY - 1:
                 check()
-            if i % compute.sync_every == compute.sync_every - 1 and bool(state.done.all()):
+            if i % compute.sync_every == compute.sync_every - 1 and bool(arrays[done].all()):
                 break
+        state = State.of(**dict(zip(State.FIELDS, arrays, strict=True)))
         matrix = compute.to_numpy(xp.stack(sampled, axis=1))
         lps = compute.to_numpy(xp.stack(logprobs, axis=1))
         sum_logprob, count = compute.to_numpy(state.sum_logprob), compute.to_numpy(state.count)
         held_at = compute.to_numpy(state.held_at)
         results = []
-        for row in range(batch):
+        for row in range(batch):  # padding rows, if any, come after
             seq = matrix[row].tolist()
             seq = seq[: seq.index(self.eot)] if self.eot in seq else seq
             results.append(RowResult(
@@ -182,12 +220,11 @@ class BatchDecoder:
             ))  # fmt: skip
         return results
 
-    def _no_speech_probs(self, tokens, cross_kv, sot_index: int) -> np.ndarray:
-        """P(<|nospeech|>) right after SOT, from a short separate forward pass."""
-        if self.tokenizer.no_speech is None:
-            return np.full(tokens.shape[0], np.nan)
+    def _no_speech_probs(self, logits) -> np.ndarray:
+        """P(<|nospeech|>) right after the start-of-transcript token, from its logits."""
         compute = self.compute
-        empty = compute.empty_cache(tokens.shape[0], sot_index + 1)
-        logits, _ = compute.logits(tokens[:, : sot_index + 1], 0, empty, cross_kv)
-        probs = np.exp(compute.to_numpy(logits - compute.logsumexp(logits)))
-        return probs[:, self.tokenizer.no_speech]
+        if self.tokenizer.no_speech is None:
+            return np.full(logits.shape[0], np.nan)
+        token = self.tokenizer.no_speech
+        lse = compute.logsumexp(logits)
+        return np.exp(compute.to_numpy(logits[:, token : token + 1] - lse))[:, 0]

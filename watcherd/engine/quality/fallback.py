@@ -83,11 +83,14 @@ def decode_with_fallback(
     check: Callable[[], None] | None = None,
     cross_kv=None,
     hold: np.ndarray | None = None,
+    seeds: list[int] | None = None,
 ) -> list[RowResult]:
     """Decode every row greedily; retry only the rows that fail, at higher temperatures.
     `cross_kv`: the features' cross-attention keys/values, if the caller has them already.
-    `hold`: see `BatchDecoder.decode`; the first decode only."""
+    `hold`: see `BatchDecoder.decode`; the first decode only. `seeds`: each row's seed for
+    its sampled retries (what it reads then depends on nothing else in the batch)."""
     temperatures = options.temperatures or (0.0,)
+    seeds = seeds or list(range(features.shape[0]))
     cross_kv = cross_kv or decoder.cross_kv(features)
     results = decoder.decode(cross_kv, prefix, temperatures[0], check=check, hold=hold)
     del cross_kv  # the retries need only their rows' keys/values
@@ -111,7 +114,8 @@ def decode_with_fallback(
         if temperature is None:  # every temperature failed these rows
             break
         subset = features[decoder.compute.xp.array(retry)]
-        again = decoder.decode(decoder.cross_kv(subset), prefix, temperature, check=check)
+        again = decoder.decode(decoder.cross_kv(subset), prefix, temperature, check=check,
+                               seeds=[seeds[i] for i in retry])  # fmt: skip
         for i, result in zip(retry, again, strict=True):
             results[i] = result
     for i in retry:
