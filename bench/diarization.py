@@ -135,7 +135,7 @@ def jobs(conversations, threads: int, tuning: Tuning) -> dict:
     import jiwer
     from whisper_normalizer.english import EnglishTextNormalizer
 
-    from watcherd.config import Profile
+    from watcherd.config import Settings
     from watcherd.diarize.background import Speakers
     from watcherd.engine import DecodeOptions, Engine
 
@@ -144,11 +144,7 @@ def jobs(conversations, threads: int, tuning: Tuning) -> dict:
     engine.load()
     speakers = Speakers(MODELS, threads=threads)
     speakers.diarizer().tuning = tuning
-    profile = Profile(
-        model="tiny.en", language="en", task="transcribe", initial_prompt=None, formats=("txt",),
-        word_timestamps=True, subtitle_max_line_chars=42, subtitle_max_lines=2,
-        subtitle_max_cue_seconds=7.0, subtitle_highlight_words=False, diarize=True,
-    )  # fmt: skip
+    profile = Settings(model="tiny.en", language="en", diarize=True).profile()
     options = DecodeOptions(language="en", word_timestamps=True)
     engine.transcribe(conversations[0].wav, options)  # warm up both
     speakers.beside(conversations[0].wav, profile).result()
@@ -207,7 +203,7 @@ def hour(args) -> dict:
 
 
 def _hour_job(path: Path, threads: int, tuning: Tuning) -> dict:
-    from watcherd.config import Profile
+    from watcherd.config import Settings
     from watcherd.diarize.background import Speakers
     from watcherd.engine import DecodeOptions, Engine
 
@@ -215,11 +211,7 @@ def _hour_job(path: Path, threads: int, tuning: Tuning) -> dict:
     engine.load()
     speakers = Speakers(MODELS, threads=threads)
     speakers.diarizer().tuning = tuning
-    profile = Profile(
-        model="tiny.en", language="en", task="transcribe", initial_prompt=None, formats=("txt",),
-        word_timestamps=True, subtitle_max_line_chars=42, subtitle_max_lines=2,
-        subtitle_max_cue_seconds=7.0, subtitle_highlight_words=False, diarize=True,
-    )  # fmt: skip
+    profile = Settings(model="tiny.en", language="en", diarize=True).profile()
     started = time.perf_counter()
     with speakers.beside(path, profile) as pending:
         transcript = engine.transcribe(path, DecodeOptions(language="en", word_timestamps=True))
