@@ -199,8 +199,19 @@ def test_a_voice_is_named_only_when_it_matches_a_reference_closely_enough():
     assert name_speakers(voices, {"Ada": ada, "Grace": grace}) == {0: "Grace"}
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", [*FORMATS, "md"])
 def test_a_single_speaker_still_gets_labels(fmt):
     t = attribute(interview(), [Turn(0.0, 9.5, 0)])
     assert "Speaker 1" in outputs.render(fmt, t)
     assert "Speaker 2" not in outputs.render(fmt, t)
+
+
+def test_paragraph_txt_and_markdown_name_the_speaker_of_each_paragraph():
+    t = labelled()
+    txt = outputs.render("txt", t, outputs.Style(txt_layout="paragraphs"))
+    assert [line.split(":")[0] for line in txt.split("\n\n")] == [
+        "Speaker 1", "Speaker 2", "Speaker 1"
+    ]  # fmt: skip
+    md = outputs.render("md", t)
+    assert "speakers:\n- Speaker 1\n- Speaker 2\n" in md
+    assert md.count("**Speaker 1:**") == 2 and md.count("**Speaker 2:**") == 1
