@@ -26,7 +26,7 @@ ifeq ($(UNAME),Linux)
 	# pull several GB of CUDA packages.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 endif
-	$(BIN)/pip install --quiet -e ".[dev,postgres]"
+	$(BIN)/pip install --quiet -e ".[dev,diarize,postgres]"
 	$(BIN)/watcherd prepare
 	touch $(STAMP)
 

@@ -594,6 +594,7 @@ def transcribe(
     each file shows a progress bar (audio done, speed, ETA). The outputs are named and
     laid out as the daemon would; no hook runs and nothing is skipped."""
     from watcherd import log, outputs, progress
+    from watcherd.diarize.background import Speakers
     from watcherd.engine import AudioError, ModelError
     from watcherd.engine.audio.decode import probe_seconds
     from watcherd.profiles import decode_options, engine_for, md_folder, placement, style
@@ -603,6 +604,7 @@ def transcribe(
     if output_dir:
         output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
+    speakers = Speakers(settings.model_cache_dir)
     with progress.FileBars(progress.wanted(as_json)) as bars:
         for path in paths:
             profile = settings.profile(path)  # a file inside an inbox gets that inbox's settings
@@ -613,7 +615,10 @@ def transcribe(
                 engine.load()  # a model that cannot load is reported before any file
                 report, finished = bars.track(path, probe_seconds(path))
                 try:
-                    transcript = engine.transcribe(path, decode_options(profile), report)
+                    with speakers.beside(path, profile) as diarizing:
+                        transcript = engine.transcribe(path, decode_options(profile), report)
+                        if diarizing:
+                            transcript = diarizing.label(transcript)
                 finally:
                     finished()
                 # --output-dir takes every format, Markdown too: the command line wins.
@@ -660,7 +665,7 @@ def _transcribed(path: Path, transcript, written: list[str], as_json: bool) -> s
 @cli.command()
 @config_option
 def prepare(config: Path | None) -> None:
-    """Convert and cache the configured model now (setup runs this once)."""
+    """Convert and cache the configured models now (setup runs this once)."""
     from watcherd.engine import ModelError
     from watcherd.profiles import engine_for
 
@@ -672,6 +677,11 @@ def prepare(config: Path | None) -> None:
             click.echo(f"watcherd: bad configuration: model: {exc}", err=True)
             sys.exit(EX_CONFIG)
         click.echo(f"model {model}: {loaded.path} ({loaded.dtype})")
+    if settings.diarizes:  # the one-time ONNX export, now rather than in the first job
+        from watcherd.diarize.weights import onnx_models
+
+        segmentation, embedding = onnx_models(settings.model_cache_dir)
+        click.echo(f"diarization: {segmentation.parent}")
 
 
 @cli.command()

@@ -50,8 +50,8 @@ MEDIA_EXTENSIONS = [
     "ogg", "opus", "wav", "wma", "weba", "3gp", "avi", "m4v", "mkv", "mov", "mp4", "mpeg",
     "mpg", "ts", "webm", "wmv",
 ]  # fmt: skip
-FORMATS = ("txt", "srt", "vtt", "json")  # the default; "md" is asked for
-Format = Literal["txt", "srt", "vtt", "json", "md"]
+FORMATS = ("txt", "srt", "vtt", "json")  # the default; "md" and "rttm" are asked for
+Format = Literal["txt", "srt", "vtt", "json", "md", "rttm"]
 Task = Literal["transcribe", "translate"]
 Priority = Literal["low", "normal", "high"]  # store.PRIORITIES gives their order
 # "plain": movie.srt; "language": movie.en.srt (ISO 639-1); "language3": movie.eng.srt
@@ -110,6 +110,11 @@ class Inbox(BaseModel):
     on_done: Command | None = None  # "": no hook, even when the global one is set
     on_failed: Command | None = None
     hook_timeout_seconds: float | None = Field(None, gt=0)
+    diarize: bool | None = None
+    speakers: int | None = Field(None, ge=1)
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+    speaker_names: dict[str, Path] | None = None
     # Where its files stand in the queue; not a transcription setting, so not in Profile.
     priority: Priority = "normal"
 
@@ -128,6 +133,19 @@ class Inbox(BaseModel):
         if not self.name:  # frozen: set once, here
             object.__setattr__(self, "name", folder_name(self.path))
         return self
+
+    _expand_voices = field_validator("speaker_names", mode="after")(
+        classmethod(lambda cls, value: _expand_voices(value))
+    )
+
+
+def _expand_voices(value: dict[str, Path] | None) -> dict[str, Path] | None:
+    if value is None:
+        return None
+    for name in value:
+        if not name.strip():
+            raise ValueError("a speaker name is empty")
+    return {name.strip(): expand(path) for name, path in value.items()}
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,11 @@ class Profile:
     on_done: tuple[str, ...]  # empty: no hook
     on_failed: tuple[str, ...]
     hook_timeout_seconds: float
+    diarize: bool = False
+    speakers: int | None = None  # exactly this many (wins over the range)
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    speaker_names: tuple[tuple[str, Path], ...] = ()  # (name, reference clip)
 
 
 class Settings(BaseSettings):
@@ -210,6 +233,13 @@ class Settings(BaseSettings):
     on_failed: Command | None = None
     hook_timeout_seconds: float = Field(60.0, gt=0)
 
+    # Speakers
+    diarize: bool = False
+    speakers: int | None = Field(None, ge=1)
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+    speaker_names: dict[str, Path] | None = None
+
     # Logs
     log_dir: Path = Field(default_factory=default_log_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -225,6 +255,35 @@ class Settings(BaseSettings):
     @classmethod
     def _no_md_dir(cls, value):
         return None if value == "" else value  # "": beside the source, as unset
+
+    @field_validator("speaker_names", mode="after")
+    @classmethod
+    def _expand_voices(cls, value: dict[str, Path] | None) -> dict[str, Path] | None:
+        return _expand_voices(value)
+
+    @model_validator(mode="after")
+    def _speakers_consistent(self) -> Settings:
+        """Per profile: a range that is one, rttm only where there are speakers, and the
+        reference clips of named speakers."""
+        for inbox in [None, *self.inboxes]:
+            profile = self.profile(inbox.path / "file" if inbox else None)
+            where = f" (inbox {inbox.path})" if inbox else ""
+            low, high = profile.min_speakers, profile.max_speakers
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"min_speakers {low} is above max_speakers {high}{where}")
+            if "rttm" in profile.formats and not profile.diarize:
+                raise ValueError(f"the rttm format needs diarize = true{where}")
+            for name, clip in profile.speaker_names:
+                if not clip.is_file():
+                    raise ValueError(
+                        f"speaker_names: no reference clip for {name!r} at {clip}{where}"
+                    )
+        return self
+
+    @property
+    def diarizes(self) -> bool:
+        """Whether some file may be diarized (the global setting or an inbox's)."""
+        return self.diarize or any(inbox.diarize for inbox in self.inboxes)
 
     @field_validator("media_extensions", mode="after")
     @classmethod
@@ -299,8 +358,10 @@ class Settings(BaseSettings):
             task=pick("task"),
             initial_prompt=pick("initial_prompt"),
             formats=tuple(pick("formats")),
-            # highlighted subtitles are made of word timings
-            word_timestamps=pick("word_timestamps") or pick("subtitle_highlight_words"),
+            # highlighted subtitles are made of word timings; speakers change between words
+            word_timestamps=pick("word_timestamps")
+            or pick("subtitle_highlight_words")
+            or pick("diarize"),
             subtitle_max_line_chars=pick("subtitle_max_line_chars"),
             subtitle_max_lines=pick("subtitle_max_lines"),
             subtitle_max_cue_seconds=pick("subtitle_max_cue_seconds"),
@@ -314,6 +375,11 @@ class Settings(BaseSettings):
             on_done=pick("on_done") or (),
             on_failed=pick("on_failed") or (),
             hook_timeout_seconds=pick("hook_timeout_seconds"),
+            diarize=pick("diarize"),
+            speakers=pick("speakers"),
+            min_speakers=pick("min_speakers"),
+            max_speakers=pick("max_speakers"),
+            speaker_names=tuple((pick("speaker_names") or {}).items()),
         )
 
     @property
@@ -373,9 +439,17 @@ def load_settings(path: Path | str | None = None) -> Settings:
     if unknown:
         raise ConfigError(f"environment: unknown setting(s) {', '.join(unknown)}")
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, file, values)) from None
+    if settings.diarizes:
+        from watcherd import diarize  # light: finds the model package without importing it
+
+        try:
+            diarize.available()
+        except diarize.DiarizationUnavailable as exc:
+            raise ConfigError(f"{file}: diarize = true, but {exc}") from None
+    return settings
 
 
 def _explain(exc: ValidationError, file: Path, values: dict) -> str:

@@ -1,4 +1,11 @@
-"""Transcript files beside each source: txt, srt, vtt, json and md, written atomically.
+"""Transcript files beside each source: txt, srt, vtt, json, md (and rttm), written
+atomically.
+
+A diarized transcript (one with `speakers`) carries its labels in every format: txt has a
+paragraph per speaker turn (`Speaker 1: ...`), SRT a prefix on each cue that starts a
+turn, WebVTT a voice tag (`<v Speaker 1>`) on every cue, JSON a `speaker` on each segment
+and word and the `speakers` list, Markdown the speaker before each paragraph, RTTM the
+turns. Without speakers each format is exactly what it was before diarization existed.
 
 Names: `talk.m4a` gives `talk.txt`, `talk.srt`, ... When another media file shares the
 stem (`talk.wav`), or a file at that name is not ours to replace, the full source name is
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -55,31 +63,59 @@ def _clock(seconds: float, separator: str) -> str:
 
 def render_txt(t: Transcript, layout: str = "segments") -> str:
     """A line per segment; or paragraphs, a line each, with a blank line between them
-    (and the speaker first, once diarized)."""
+    (and the speaker first, once diarized). Diarized, a segment layout is a paragraph
+    per speaker turn."""
     if layout == "paragraphs":
         return "\n".join(
             f"{p.speaker + ': ' if p.speaker else ''}{p.text}\n" for p in paragraphs(t.segments)
         )
-    return "".join(f"{s.text.strip()}\n" for s in t.segments if s.text.strip())
+    spoken = [s for s in t.segments if s.text.strip()]
+    if t.speakers:
+        return "\n".join(
+            f"{speaker}: {' '.join(s.text.strip() for s in turn)}\n"
+            for speaker, turn in itertools.groupby(spoken, key=lambda s: s.speaker)
+        )
+    return "".join(f"{s.text.strip()}\n" for s in spoken)
 
 
 def render_srt(t: Transcript, layout: Layout | None = None) -> str:
+    def text(c) -> str:
+        prefix = f"{c.speaker}: " if c.new_turn else ""
+        return prefix + c.text()
+
     blocks = [
-        f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{c.text()}\n"
+        f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{text(c)}\n"
         for n, c in enumerate(cues(t.segments, layout or Layout()), start=1)
     ]
     return "\n".join(blocks)
 
 
 def render_vtt(t: Transcript, layout: Layout | None = None) -> str:
+    def text(c) -> str:
+        voice = "" if c.speaker is None else f"<v {escape_vtt(c.speaker)}>"
+        return voice + c.text(escape_vtt)
+
     blocks = [
-        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{c.text(escape_vtt)}\n"
+        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{text(c)}\n"
         for c in cues(t.segments, layout or Layout())
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
+def render_rttm(t: Transcript) -> str:
+    """NIST's RTTM, the format diarization is scored in: one SPEAKER line per turn."""
+    uri = "_".join(Path(t.source).stem.split()) or "audio"
+    return "".join(
+        f"SPEAKER {uri} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> "
+        f"{'_'.join(t.speakers[turn.speaker].split())} <NA> <NA>\n"
+        for turn in t.turns
+    )
+
+
 def render_json(t: Transcript) -> str:
+    def speaker(item) -> dict:
+        return {} if item.speaker is None else {"speaker": item.speaker}
+
     data = {
         "source": os.path.basename(t.source),
         "text": t.text,
@@ -96,6 +132,7 @@ def render_json(t: Transcript) -> str:
                 "start": round(s.start, 3),
                 "end": round(s.end, 3),
                 "text": s.text.strip(),
+                **speaker(s),
                 **(
                     {
                         "words": [
@@ -104,6 +141,7 @@ def render_json(t: Transcript) -> str:
                                 "end": round(w.end, 3),
                                 "word": w.word,
                                 "probability": round(w.probability, 4),
+                                **speaker(w),
                             }
                             for w in s.words
                         ]
@@ -114,6 +152,7 @@ def render_json(t: Transcript) -> str:
             }
             for i, s in enumerate(t.segments)
         ],
+        **({"speakers": list(t.speakers)} if t.speakers else {}),
         "generator": f"watcherd {__version__}",
     }
     return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
@@ -125,6 +164,7 @@ RENDERERS: dict[str, Callable[[Transcript, Style], str]] = {
     "vtt": lambda t, style: render_vtt(t, style.subtitles),
     "json": lambda t, style: render_json(t),
     "md": lambda t, style: markdown.render(t, style.md_timestamps),
+    "rttm": lambda t, style: render_rttm(t),
 }
 
 

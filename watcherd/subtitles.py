@@ -59,6 +59,8 @@ class Cue:
     lines: tuple[str, ...]
     words: tuple[Word, ...] = ()  # with timestamps only; times clamped into the segment
     current: int | None = None  # index into words of the word to highlight
+    speaker: str | None = None  # diarized transcripts: who says it
+    new_turn: bool = False  # the first cue of a speaker's turn (and its highlighted copies)
 
     def text(self, escape: Callable[[str], str] = lambda s: s) -> str:
         """The cue's lines, escaped for the format, with the current word underlined."""
@@ -296,6 +298,7 @@ def cues(segments: Iterable[Segment], layout: Layout | None = None) -> list[Cue]
     layout = layout or Layout()
     out: list[Cue] = []
     prev_end = float("-inf")
+    prev_speaker = None
     for seg in segments:
         units = _units(seg)
         if not units:
@@ -303,8 +306,11 @@ def cues(segments: Iterable[Segment], layout: Layout | None = None) -> list[Cue]
         for cue in _split(seg, units, layout):
             # Segments may overlap (or run backwards): never let their cues do so.
             start = max(cue.start, prev_end)
-            cue = replace(cue, start=start, end=max(cue.end, start))
-            prev_end = cue.end
+            new_turn = seg.speaker is not None and seg.speaker != prev_speaker
+            cue = replace(
+                cue, start=start, end=max(cue.end, start), speaker=seg.speaker, new_turn=new_turn
+            )
+            prev_end, prev_speaker = cue.end, seg.speaker
             use_words = layout.highlight_words and cue.words
             out.extend(_highlighted(cue) if use_words else [cue])
     return out

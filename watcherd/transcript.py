@@ -12,6 +12,7 @@ class Word:
     end: float
     word: str
     probability: float
+    speaker: str | None = None  # who says it, once diarized ("Speaker 1"); None: not diarized
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,15 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """A stretch of time in which one speaker talks (turns of two speakers may overlap)."""
+
+    start: float
+    end: float
+    speaker: int  # index into Transcript.speakers (the diarizer's own numbering before)
+
+
+@dataclass(frozen=True)
 class Transcript:
     source: str
     segments: tuple[Segment, ...]
@@ -37,6 +47,10 @@ class Transcript:
     backend: str = ""
     language_probability: float | None = None  # None: set, not detected
     windows: int = 0  # windows decoded for it (a resumed file: since it resumed)
+    # Diarized transcripts only: the speakers' labels ("Speaker 1", or a name), in order
+    # of first appearance, and who spoke when.
+    speakers: tuple[str, ...] = ()
+    turns: tuple[Turn, ...] = ()
 
     @property
     def text(self) -> str:

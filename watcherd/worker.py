@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from watcherd import faults, fleet, hooks, log, notify, outputs, subtitled
 from watcherd.config import Profile, Settings
+from watcherd.diarize.background import Pending, Speakers
 from watcherd.engine import AudioError, Cancelled, Checkpoint, Engine, ModelError, Request
 from watcherd.engine.audio.decode import SAMPLE_RATE
 from watcherd.idle import IdleUnloader
@@ -54,6 +55,9 @@ class Worker:
         self.log = log.get()
         self.active: dict[int, Job] = {}  # claimed and in the engine's stream
         self._next: Job | None = None  # claimed, for the next stream (other settings)
+        self.speakers = Speakers(settings.model_cache_dir)  # loads when a file needs it
+        self.diarizing: dict[int, Pending] = {}  # beside the stream, from each job's start
+        self._unlabelled: dict[int, tuple[Job, Transcript]] = {}  # decoded, speakers to come
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -146,6 +150,8 @@ class Worker:
             engine.validate(options)
             for request, outcome in engine.stream(self._requests(first, options)):
                 self._finish(request.tag, outcome)
+                self._finish_labelled(wait=False)
+            self._finish_labelled(wait=True)
         except ModelError as exc:  # the model cannot load, or cannot do what is asked
             for job in list(self.active.values()) or [first]:
                 self._fail(job, f"{job.path}: model error: {exc}", transient=False)
@@ -158,7 +164,11 @@ class Worker:
             for job in list(self.active.values()):
                 self._fail(job, f"{job.path}: unexpected error: {exc!r}", transient=True)
         finally:
+            for pending in self.diarizing.values():
+                pending.cancel()
             self.active.clear()
+            self.diarizing.clear()
+            self._unlabelled.clear()
             self.idle.done()
 
     def _requests(self, first: Job, options) -> Iterator[Request]:
@@ -199,15 +209,35 @@ class Worker:
         except OSError as exc:
             self._fail_writing(job, exc)
             return False
+        if pending := self.speakers.start(job.path, profile):
+            self.diarizing[job.id] = pending  # on its own thread while the engine decodes
         return True
 
+    def _finish_labelled(self, wait: bool) -> None:
+        """Finish the decoded jobs whose speakers are known (`wait`: all of them, waiting)."""
+        for job, transcript in list(self._unlabelled.values()):
+            pending = self.diarizing[job.id]
+            while wait and not pending.wait(IDLE_POLL_SECONDS):
+                if self._stop.is_set():
+                    raise JobStopped()  # back to the queue; its transcription was saved
+            if pending.done:
+                del self._unlabelled[job.id]
+                self._finish(job, transcript)
+
     def _finish(self, job: Job, outcome: Transcript | Exception) -> None:
-        """Record how a job ended: its transcripts written, or why it failed."""
+        """Record how a job ended: its transcripts written, or why it failed. A decoded job
+        whose speakers are still being found waits aside, so the stream decodes on."""
         joblog = self.log.bind(job_id=job.id, path=job.path)
         profile = self.settings.profile(job.path)
+        if isinstance(outcome, Transcript) and job.id not in self._unlabelled:
+            self._db(self.store.set_stage, job.id, DECODED)
+            if (pending := self.diarizing.get(job.id)) and not pending.done:
+                self._unlabelled[job.id] = (job, outcome)
+                return
+        diarizing = self.diarizing.pop(job.id, None)
         try:
-            if isinstance(outcome, Transcript):
-                self._db(self.store.set_stage, job.id, DECODED)
+            if isinstance(outcome, Transcript) and diarizing:
+                outcome = diarizing.label(outcome)  # done by now: it only attributes
             if isinstance(outcome, Cancelled):
                 joblog.info("job_cancelled")
                 return
@@ -225,6 +255,8 @@ class Worker:
             self._fail(job, f"{job.path}: unexpected error: {exc!r}", transient=True)
             return
         finally:
+            if diarizing:
+                diarizing.cancel()  # a failed or cancelled job's diarization stops
             self.active.pop(job.id, None)
         faults.checkpoint("finish")
         finished = self._db(
