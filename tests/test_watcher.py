@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 
 import pytest
@@ -248,3 +249,27 @@ def test_a_file_is_queued_with_its_inbox_priority_and_its_declared_length(
     assert jobs["osr.wav"].audio_seconds == pytest.approx(35.55, abs=0.01)
     assert jobs["notes.mp3"].audio_seconds is None, "its job fails later, saying why"
     assert store.claim().path == str(urgent / "osr.wav")
+
+
+def test_a_locked_queue_holds_a_file_back_with_a_line_and_no_trace(tmp_path, inbox, audio_dir):
+    log.configure(log_dir=tmp_path / "logs")
+    store = open_store(tmp_path / "jobs.db", busy_timeout=0.1)
+    lock = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another process writing, for as long as it likes
+    settings = Settings(inboxes=[inbox], database=tmp_path / "jobs.db", quiet_seconds=QUIET,
+                        scan_interval_seconds=3600)  # fmt: skip
+    watcher = Watcher(settings, store)
+    watcher.start()
+    try:
+        shutil.copy(audio_dir / "jfk.flac", inbox / "a.flac")
+        wait_for(lambda: log_events(tmp_path, "queue_waiting"), 10, message="the wait said")
+        lock.execute("COMMIT")
+        wait_for(lambda: queued_paths(store) == ["a.flac"], 10, message="queued after the lock")
+    finally:
+        watcher.stop()
+        lock.close()
+        store.close()
+    waiting = log_events(tmp_path, "queue_waiting")[0]
+    assert waiting["path"].endswith("a.flac") and "locked" in waiting["error"]
+    assert "exception" not in waiting
+    assert not log_events(tmp_path, "queue_failed")

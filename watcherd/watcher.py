@@ -93,10 +93,14 @@ class Settler:
     """Holds nominated paths until they have been quiet long enough, then hands them on."""
 
     def __init__(
-        self, quiet_seconds: float, on_settled: Callable[[Path, Path, os.stat_result], None]
+        self,
+        quiet_seconds: float,
+        on_settled: Callable[[Path, Path, os.stat_result], None],
+        retryable: tuple[type[Exception], ...] = (),
     ):
         self.quiet_seconds = quiet_seconds
         self.on_settled = on_settled
+        self.retryable = retryable  # the queue is away (locked, a server restarting)
         self._pending: dict[Path, _Pending] = {}
         self._lock = threading.Lock()
 
@@ -125,7 +129,11 @@ class Settler:
                 self._drop(path)
                 try:
                     self.on_settled(path, pending.inbox, st)
-                except Exception:  # the database is locked or full: try again later
+                except self.retryable as exc:  # one line per try: the outage is no bug
+                    error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    log.get().warning("queue_waiting", path=str(path), error=error)
+                    self.nominate(path, pending.inbox)
+                except Exception:  # anything else is: its trace, and the file is tried again
                     log.get().exception("queue_failed", path=str(path))
                     self.nominate(path, pending.inbox)
 
@@ -166,7 +174,7 @@ class Watcher:
         self.on_queued = on_queued
         self.extensions = set(settings.media_extensions)
         self.inboxes = [Path(os.path.realpath(p)) for p in settings.inbox_paths]
-        self.settler = Settler(settings.quiet_seconds, self._settled)
+        self.settler = Settler(settings.quiet_seconds, self._settled, store.errors)
         self.log = log.get()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
