@@ -11,7 +11,7 @@ UNAME  := $(shell uname -s)
 # MLX's CPU wheel bundles a slow reference BLAS; preload OpenBLAS for in-process runs (tests).
 BLAS    = $(shell $(BIN)/python -c 'from watcherd.blas import find_openblas; print(find_openblas() or "")')
 
-.PHONY: setup run test lint bench clean system-deps
+.PHONY: setup run test lint bench clean system-deps test-deps
 
 setup: $(STAMP)
 
@@ -40,12 +40,6 @@ ifeq ($(UNAME),Linux)
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libopenblas0-pthread; \
 	fi
-	@if ! ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | grep -q .; then \
-		if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo"; \
-		else echo "WARNING: install postgresql: the tests start a PostgreSQL server"; exit 0; fi; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
-	fi
 endif
 
 run: setup
@@ -55,7 +49,19 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup lint
+# PostgreSQL for the tests, which start a throwaway server (the shared-queue store); not
+# for `make run`, whose queue is SQLite.
+test-deps:
+ifeq ($(UNAME),Linux)
+	@if ! ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | grep -q .; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo"; \
+		else echo "WARNING: install postgresql: the tests start a PostgreSQL server"; exit 0; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
+endif
+
+test: setup lint test-deps
 	LD_PRELOAD="$(BLAS)" $(BIN)/pytest
 
 bench: setup

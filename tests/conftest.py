@@ -87,7 +87,10 @@ def postgres_cluster():
 
     bindir = server_binaries()
     if bindir is None:
-        pytest.fail("PostgreSQL's server is not installed (`make system-deps` installs it)")
+        pytest.fail(
+            "PostgreSQL's server is not installed: `make test-deps` installs Debian's; "
+            "on a Mac, `brew install postgresql` puts initdb on PATH"
+        )
     cluster = Cluster(bindir)
     try:
         cluster.start()
