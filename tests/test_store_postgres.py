@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli_env, run_cli, write_config
+from helpers import cli_env, run_cli, status_json, write_config
 
 from watcherd.store import open_store
 
@@ -118,3 +118,21 @@ def test_a_worker_name_another_live_host_uses_is_refused_at_start(
     result = run_cli("run", config=config, home=tmp_path)
     assert result.returncode == 78, result.stderr
     assert "'studio' is in use by host 'the-other-mac'" in result.stderr
+
+
+def test_status_marks_a_worker_silent_past_its_lease(tmp_path, model_cache, postgres_url):
+    store = open_store(postgres_url)
+    for name, age in (("studio", 5), ("attic", 600)):  # attic's machine died 10 minutes ago
+        store.run(
+            "INSERT INTO workers (name, host, pid, started_at, heartbeat_at) "
+            "VALUES (?, ?, 7, 0, ?)",
+            [name, f"{name}-mac", time.time() - age],
+        )
+    store.close()
+    config = write_config(tmp_path, model_cache, database=postgres_url, lease_seconds=60)
+    workers = {w["name"]: w for w in status_json(config, tmp_path)["workers"]}
+    assert workers["attic"]["silent"] and not workers["studio"]["silent"]
+    text = run_cli("status", config=config, home=tmp_path).stdout
+    lines = {line.split()[0]: line for line in text.splitlines() if " on " in line}
+    assert "silent past its lease" in lines["attic"]
+    assert "silent" not in lines["studio"]

@@ -201,6 +201,7 @@ def _snapshot(config: Path | None, queue, limit: int) -> dict:
         "next": None,
         "paused": False,
         "workers": [],
+        "lease_seconds": queue.lease_seconds,
         "shared": is_postgres(queue.database),
         "now": time.time(),
     }
@@ -246,7 +247,13 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _worker_dict(worker, now: float) -> dict:
+def _silent(worker, now: float, lease_seconds: float) -> bool:
+    """Not heard from for longer than a lease: the machine may be gone (its jobs go back to
+    the queue); a daemon that stops cleanly leaves the list instead."""
+    return now - worker.heartbeat_at > lease_seconds
+
+
+def _worker_dict(worker, now: float, lease_seconds: float) -> dict:
     return {
         "name": worker.name,
         "host": worker.host,
@@ -257,16 +264,18 @@ def _worker_dict(worker, now: float) -> dict:
         "started_at": worker.started_at,
         "heartbeat_at": worker.heartbeat_at,
         "heartbeat_age_seconds": round(now - worker.heartbeat_at, 1),
+        "silent": _silent(worker, now, lease_seconds),
     }
 
 
-def _worker_line(worker, now: float) -> str:
+def _worker_line(worker, now: float, lease_seconds: float) -> str:
     doing = f"job #{worker.job_id}" if worker.job_id else "idle"
     speed = f", last job {worker.speed:.1f}x" if worker.speed else ""
     age = max(now - worker.heartbeat_at, 0)
+    silent = " (silent past its lease: gone?)" if _silent(worker, now, lease_seconds) else ""
     return (
         f"  {worker.name} on {worker.host} (pid {worker.pid}): {worker.model}, {doing}{speed}, "
-        f"heartbeat {age:.0f} s ago"
+        f"heartbeat {age:.0f} s ago{silent}"
     )
 
 
@@ -306,7 +315,7 @@ def _status_json(snapshot: dict) -> str:
         "daemon": _daemon_dict(snapshot["daemon"]),
         "paused": snapshot["paused"],
         "database": _where(snapshot["database"]),
-        "workers": [_worker_dict(w, now) for w in snapshot["workers"]],
+        "workers": [_worker_dict(w, now, snapshot["lease_seconds"]) for w in snapshot["workers"]],
         "counts": snapshot["counts"],
         "running": [running(job) for job in snapshot["running"]],
         "queue": queue,
@@ -321,7 +330,7 @@ def _status_text(snapshot: dict) -> str:
     lines = [_daemon_line(snapshot["daemon"])]
     if snapshot["shared"]:  # the fleet: every machine working on this queue
         lines.append(f"workers: {len(snapshot['workers'])} on {_where(snapshot['database'])}")
-        lines += [_worker_line(w, now) for w in snapshot["workers"]]
+        lines += [_worker_line(w, now, snapshot["lease_seconds"]) for w in snapshot["workers"]]
     if snapshot["paused"]:
         lines.append("paused: no job starts until `watcherd resume` (work done is kept)")
     lines.append("queue: " + ", ".join(f"{n} {s}" for s, n in counts.items()))

@@ -28,6 +28,7 @@ from watcherd import hooks
 from watcherd.locations import (
     BUSY_TIMEOUT_SECONDS,
     ENV_PREFIX,
+    LEASE_SECONDS,
     ConfigError,
     Queue,
     config_path,
@@ -202,7 +203,7 @@ class Settings(BaseSettings):
     # its own without a heartbeat (then it goes back to the queue, for any machine).
     worker_name: str | None = Field(None, min_length=1)  # None: the host name
 
-    lease_seconds: float = Field(60.0, gt=0)
+    lease_seconds: float = Field(LEASE_SECONDS, gt=0)
 
     # Engine
     model: str = "tiny.en"

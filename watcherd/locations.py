@@ -25,6 +25,7 @@ else:  # the same parser, before it joined the standard library
 APP = "watcherd"
 ENV_PREFIX = "WATCHERD_"
 BUSY_TIMEOUT_SECONDS = 30.0
+LEASE_SECONDS = 60.0  # a claimed job's lease, renewed by its worker's heartbeat
 
 
 class ConfigError(Exception):
@@ -112,6 +113,7 @@ class Queue:
     busy_timeout_seconds: float
     worker_name: str = ""
     inboxes: dict[str, Path] = field(default_factory=dict)  # by name: a shared queue's
+    lease_seconds: float = LEASE_SECONDS  # a worker silent for longer may be gone
 
     @property
     def lock(self) -> Path:
@@ -152,6 +154,15 @@ def queue(explicit: Path | str | None = None) -> Queue:
             f"{source}: invalid value {timeout!r} for 'busy_timeout_seconds': "
             "a number of seconds above 0"
         )
+    lease, source = pick("lease_seconds", LEASE_SECONDS)
+    try:
+        lease_seconds = float(lease)
+    except (TypeError, ValueError):
+        lease_seconds = 0.0
+    if isinstance(lease, bool) or not lease_seconds > 0:
+        raise ConfigError(
+            f"{source}: invalid value {lease!r} for 'lease_seconds': a number of seconds above 0"
+        )
     inboxes: dict[str, Path] = {}
     if is_postgres(database):  # its jobs' paths are read through this machine's inboxes
         listed, _ = pick("inboxes", [])
@@ -165,7 +176,7 @@ def queue(explicit: Path | str | None = None) -> Queue:
             if isinstance(entry.get("path"), str):
                 path = expand(entry["path"])
                 inboxes[entry.get("name") or folder_name(path)] = path
-    return Queue(database, seconds, worker or default_worker_name(), inboxes)
+    return Queue(database, seconds, worker or default_worker_name(), inboxes, lease_seconds)
 
 
 def folder_name(path: Path) -> str:
