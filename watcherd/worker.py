@@ -222,18 +222,22 @@ class Worker:
                     raise JobStopped()  # back to the queue; its transcription was saved
             if pending.done:
                 del self._unlabelled[job.id]
-                self._finish(job, transcript)
+                self._record(job, transcript)
 
     def _finish(self, job: Job, outcome: Transcript | Exception) -> None:
-        """Record how a job ended: its transcripts written, or why it failed. A decoded job
-        whose speakers are still being found waits aside, so the stream decodes on."""
-        joblog = self.log.bind(job_id=job.id, path=job.path)
-        profile = self.settings.profile(job.path)
-        if isinstance(outcome, Transcript) and job.id not in self._unlabelled:
+        """A job's outcome from the stream: recorded now, or, when it is decoded and its
+        speakers are still being found, once they are (the stream decodes on meanwhile)."""
+        if isinstance(outcome, Transcript):
             self._db(self.store.set_stage, job.id, DECODED)
             if (pending := self.diarizing.get(job.id)) and not pending.done:
                 self._unlabelled[job.id] = (job, outcome)
                 return
+        self._record(job, outcome)
+
+    def _record(self, job: Job, outcome: Transcript | Exception) -> None:
+        """Record how a job ended: its transcripts written, or why it failed."""
+        joblog = self.log.bind(job_id=job.id, path=job.path)
+        profile = self.settings.profile(job.path)
         diarizing = self.diarizing.pop(job.id, None)
         try:
             if isinstance(outcome, Transcript) and diarizing:

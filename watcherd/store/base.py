@@ -58,6 +58,9 @@ CLAIMED, DECODING, DECODED = 0, 1, 2
 RECENT_JOBS = 20  # the queue's ETA uses the speed of this many latest finished jobs
 # A running job this worker holds: every write that advances or ends one says so.
 OURS = "id = ? AND state = 'running' AND worker = ?"
+# How far a job's saved progress reaches (its last checkpoint): the claim marks it, and
+# recovery compares with the mark to tell a crash that moved it on from one that did not.
+SETTLED = "COALESCE((SELECT MAX(until) FROM checkpoints WHERE checkpoints.job_id = jobs.id), 0)"
 
 
 def path_key(path: Path | str) -> str:
@@ -334,8 +337,7 @@ class Store:
             UPDATE jobs
             SET state = 'running', attempts = attempts + 1, started_at = ?,
                 progress = 0, worker = ?, worker_pid = ?, heartbeat_at = ?, stage = 0,
-                mark = COALESCE((SELECT MAX(until) FROM checkpoints
-                                 WHERE checkpoints.job_id = jobs.id), 0)
+                mark = {SETTLED}
             WHERE id = (
                 SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?{reachable}
                 ORDER BY {CLAIM_ORDER} LIMIT 1 {self.claim_lock}
@@ -464,7 +466,7 @@ class Store:
         if lease_seconds is not None:
             lost += " AND (heartbeat_at < ?" + (" OR worker = ?)" if mine else ")")
             values = [time.time() - lease_seconds, *([self.worker] if mine else [])]
-        progress = "COALESCE((SELECT MAX(until) FROM checkpoints WHERE job_id = jobs.id), 0)"
+        progress = SETTLED
         with self.transaction():
             self.run(  # every right-hand side reads the row as it was
                 f"""
